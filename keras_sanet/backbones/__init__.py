@@ -1,0 +1,10 @@
+"""Dilated backbones returning the four stage features SANet's heads use."""
+
+from keras_sanet.backbones.registry import BackboneSpec
+from keras_sanet.backbones.registry import backbone_names
+from keras_sanet.backbones.registry import build_backbone
+from keras_sanet.backbones.registry import get_backbone_spec
+from keras_sanet.backbones.registry import register_backbone
+
+# Importing a backbone module registers its names.
+# (filled in as backbone modules land)

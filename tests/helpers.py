@@ -1,0 +1,68 @@
+"""Shared test helpers: small inputs, backend subprocesses, tolerances."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+
+BACKENDS = ("tensorflow", "jax", "torch")
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DATA = os.path.join(os.path.dirname(REPO_ROOT), "shared", "data")
+CAMVID_ROOT = os.path.join(SHARED_DATA, "camvid")
+
+
+def backend():
+    return keras.backend.backend()
+
+
+def other_backends():
+    return [b for b in BACKENDS if b != backend()]
+
+
+def random_images(batch=1, height=32, width=32, seed=0):
+    """Float32 RGB images in 0..255, the input every model of ours takes."""
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0, 255, size=(batch, height, width, 3)).astype("float32")
+
+
+def random_features(shape, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal(shape).astype("float32")
+
+
+def to_numpy(x):
+    return keras.ops.convert_to_numpy(x)
+
+
+def run_python(code, keras_backend, env=None, timeout=900):
+    """Runs `code` in a fresh interpreter under `keras_backend`.
+
+    The code may print one JSON line starting with `RESULT ` which is returned
+    parsed; a non-zero exit fails with the child's output.
+    """
+    child_env = dict(os.environ)
+    child_env.update(env or {})
+    child_env["KERAS_BACKEND"] = keras_backend
+    child_env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    child_env["PYTHONPATH"] = REPO_ROOT + os.pathsep + child_env.get("PYTHONPATH", "")
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        env=child_env,
+        timeout=timeout,
+        cwd=REPO_ROOT,
+    )
+    if proc.returncode != 0:
+        raise AssertionError(
+            f"subprocess under {keras_backend} failed ({proc.returncode}):\n"
+            f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        )
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    return None
