@@ -1,0 +1,3 @@
+"""Segmentation models."""
+
+from keras_sanet.models.sanet import SANet

@@ -1,0 +1,4 @@
+"""Training utilities: the paper's optimizer and the `keras-sanet train` command."""
+
+from keras_sanet.training.optimizers import MultiplierSGD
+from keras_sanet.training.optimizers import sgd_poly
