@@ -1,5 +1,7 @@
 """The SANet segmentation model (Zhong et al., CVPR 2020, Figure 3)."""
 
+import os
+
 import keras
 from keras import ops
 
@@ -8,6 +10,8 @@ from keras_sanet.backbones import get_backbone_spec
 from keras_sanet.backbones.registry import validate_output_stride
 from keras_sanet.layers.resize import resize_to
 from keras_sanet.layers.sanet_heads import SANetHeads
+from keras_sanet.models.weights_file import classes_in_weights_file
+from keras_sanet.models.weights_file import weights_mismatch
 
 ATTENTION_CHOICES = ("sa", "se", "none")
 
@@ -128,9 +132,9 @@ class SANet(keras.Model):
 
     def build(self, input_shape):
         check_image_shape(input_shape)
-        # A symbolic pass over the backbone's outputs creates the heads' variables,
-        # so JAX's stateless training finds every variable before the first step.
-        self.heads(self.backbone.outputs, training=True)
+        # Create every head variable now (the training-only auxiliary head too),
+        # so JAX's stateless training finds all of them before the first step.
+        self.heads.build([tuple(f.shape) for f in self.backbone.outputs])
         self.built = True
 
     def call(self, images, training=False):
@@ -175,7 +179,10 @@ class SANet(keras.Model):
                 alpha=self.alpha, beta=self.beta, ignore_index=self.ignore_index
             )
         if metrics is None:
-            metrics = sanet_metrics.default_metrics(self.num_classes, self.ignore_index)
+            metrics = [
+                sanet_metrics.MeanIoU(self.num_classes, ignore_index=self.ignore_index),
+                sanet_metrics.PixelAccuracy(self.num_classes, ignore_index=self.ignore_index),
+            ]
         self._sanet_loss = loss
         # The loss works on the dict of training outputs, which Keras' own loss
         # container cannot match against a plain mask: compute_loss calls it.
@@ -194,7 +201,54 @@ class SANet(keras.Model):
             y_pred = y_pred["logits"]
         return super().compute_metrics(x, y, y_pred, sample_weight)
 
+    def load_weights(self, filepath, skip_mismatch=False, **kwargs):
+        """Loads a `.weights.h5` file, explaining any mismatch with this model.
+
+        Raises:
+            ValueError: the file was saved from another architecture; the
+                message names the first differing variable with both shapes
+                and, when it can tell, the file's `num_classes`.
+        """
+        filepath = os.fspath(filepath)
+        if not os.path.exists(filepath):
+            raise ValueError(f"Weights file {filepath!r} does not exist. Check the path.")
+        if filepath.endswith(".weights.h5") and not skip_mismatch:
+            if not self.built:
+                self.build((None, None, None, 3))
+            problem = weights_mismatch(self, filepath)
+            if problem:
+                file_classes = classes_in_weights_file(filepath)
+                hint = ""
+                if file_classes is not None and file_classes != self.num_classes:
+                    hint = (
+                        f" The file was saved with num_classes={file_classes}, this model "
+                        f"has num_classes={self.num_classes}: build SANet(num_classes="
+                        f"{file_classes}, ...) to use it as is, or fine-tune from it with "
+                        "`SANet.from_preset(..., num_classes=N)`, which keeps the backbone "
+                        "and heads and re-initialises the classifiers."
+                    )
+                raise ValueError(
+                    f"Weights file {filepath!r} does not match this SANet (backbone="
+                    f"{self.backbone_name!r}, output_stride={self.output_stride}, attention="
+                    f"{self.attention!r}, categorical_head={self.categorical_head}, "
+                    f"auxiliary_head={self.auxiliary_head}): {problem}. Build the model with "
+                    f"the arguments the file was saved from.{hint}"
+                )
+        return super().load_weights(filepath, skip_mismatch=skip_mismatch, **kwargs)
+
     # -- serialization -----------------------------------------------------
+
+    def get_compile_config(self):
+        config = super().get_compile_config()
+        if config and self._sanet_loss is not None:
+            config["loss"] = keras.saving.serialize_keras_object(self._sanet_loss)
+        return config
+
+    def compile_from_config(self, config):
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if self.built and getattr(self, "optimizer", None) is not None:
+            self.optimizer.build(self.trainable_variables)
 
     def get_config(self):
         config = {

@@ -1,0 +1,38 @@
+"""The `keras-sanet` command: train, eval (and more as they land)."""
+
+import argparse
+import importlib
+import sys
+
+# subcommand -> (module, help). Each module has `add_arguments(parser)` and `run(args)`.
+COMMANDS = {
+    "train": ("keras_sanet.training.command", "train a SANet from a TOML config (resumes)"),
+    "eval": ("keras_sanet.evaluation.command", "evaluate weights or a preset on a split"),
+}
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="keras-sanet",
+        description="SANet semantic segmentation on Keras 3 (TensorFlow, JAX, PyTorch).",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        importlib.import_module(module_name).add_arguments(sub)
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    module = importlib.import_module(COMMANDS[args.command][0])
+    try:
+        return module.run(args) or 0
+    except ValueError as error:
+        # Our errors say what is wrong and how to fix it: print them without a traceback.
+        print(f"keras-sanet {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""`keras-sanet train CONFIG [--set section.key=value ...]`."""
+
+
+def add_arguments(parser):
+    parser.add_argument("config", help="TOML file with [data], [model] and [train] sections")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a config value, e.g. --set train.epochs=2 (repeatable)",
+    )
+    parser.add_argument(
+        "--distribution",
+        choices=("none", "mirrored", "data_parallel"),
+        help="multi-device training: 'mirrored' (TensorFlow MirroredStrategy, "
+        "synchronized batch norm) or 'data_parallel' (JAX); overrides train.distribution",
+    )
+    parser.add_argument(
+        "--output-dir", help="where checkpoints and logs go; overrides train.output_dir"
+    )
+    parser.add_argument("--verbose", default="auto", help="Keras fit verbosity: auto, 0, 1, 2")
+
+
+def run(args):
+    from keras_sanet.training.config import load_config
+    from keras_sanet.training.trainer import train
+
+    overrides = list(args.overrides)
+    if args.distribution:
+        overrides.append(f'train.distribution="{args.distribution}"')
+    if args.output_dir:
+        overrides.append(f'train.output_dir="{args.output_dir}"')
+    config = load_config(args.config, overrides)
+    verbose = args.verbose if args.verbose == "auto" else int(args.verbose)
+    train(config, verbose=verbose)
+    print(f"Finished: {config.train.output_dir}/model.keras")
+    return 0
