@@ -8,3 +8,4 @@ from keras_sanet.backbones.registry import register_backbone
 
 # Importing a backbone module registers its names.
 # (filled in as backbone modules land)
+from keras_sanet.backbones import resnet  # noqa: F401
