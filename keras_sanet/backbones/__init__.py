@@ -9,3 +9,6 @@ from keras_sanet.backbones.registry import register_backbone
 # Importing a backbone module registers its names.
 # (filled in as backbone modules land)
 from keras_sanet.backbones import resnet  # noqa: F401
+from keras_sanet.backbones import mobilenet_v2  # noqa: F401
+from keras_sanet.backbones import efficientnet_lite  # noqa: F401
+from keras_sanet.backbones import efficientnet  # noqa: F401
