@@ -1,0 +1,471 @@
+"""`keras-sanet eval`: score a trained model on a split, optionally with the paper's protocol."""
+
+import argparse
+import dataclasses
+import json
+import os
+
+from keras_sanet.data.dataset_info import IGNORE_INDEX
+
+PAPER_SCALES = "0.5,0.75,1.0,1.25,1.5,1.75"
+DATASETS = ("camvid", "folder")
+RUN_DIR_CONFIG = "config.json"
+# --checkpoint -> file inside a run folder, as keras_sanet.training.trainer writes them.
+RUN_DIR_CHECKPOINTS = {
+    "final": "model.keras",
+    "best": os.path.join("checkpoints", "best.weights.h5"),
+    "last": os.path.join("checkpoints", "last.weights.h5"),
+}
+
+_DESCRIPTION = """\
+Evaluate a model on a split: per-class IoU, mIoU and pixel accuracy from one
+confusion matrix over the whole split. Prints a Markdown table and writes the
+results as JSON.
+
+The model comes from exactly one of:
+  --weights FILE.keras            a saved model (keras.saving.load_model, safe mode)
+  --weights FILE.weights.h5 --config CONFIG
+                                  weights only; CONFIG (the training TOML, or a run's
+                                  config.json) gives the SANet arguments
+  --run-dir RUN [--checkpoint final|best|last]
+                                  a training output folder: RUN/model.keras (final),
+                                  RUN/checkpoints/best.weights.h5 (best val mIoU) or
+                                  last.weights.h5, with RUN/config.json giving the SANet
+                                  arguments and the dataset defaults
+  --preset NAME_OR_DIR            a zoo preset (SANet.from_preset); its metadata's
+                                  dataset is the default dataset
+
+The data defaults to the config's [data] section (its val split), else CamVid;
+options given here win. The paper's test protocol is
+  --scales 0.5,0.75,1.0,1.25,1.5,1.75 --flip --crop-size H,W   (the training crop).
+"""
+
+
+def add_arguments(parser):
+    """Adds the `keras-sanet eval` options to an argparse parser."""
+    parser.description = _DESCRIPTION
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    model = parser.add_argument_group("model (give exactly one of --weights, --run-dir, --preset)")
+    model.add_argument(
+        "--weights", metavar="PATH",
+        help="a .keras model file, or a .weights.h5 file together with --config",
+    )
+    model.add_argument(
+        "--config", metavar="PATH",
+        help="training config (.toml, or a run's config.json): SANet arguments for a "
+        ".weights.h5 file, and dataset defaults",
+    )
+    model.add_argument(
+        "--run-dir", metavar="DIR",
+        help=f"training output folder (holding model.keras, checkpoints/, {RUN_DIR_CONFIG})",
+    )
+    model.add_argument(
+        "--checkpoint", choices=tuple(RUN_DIR_CHECKPOINTS), default="final",
+        help="with --run-dir: final (model.keras, default), best or last (checkpoints/)",
+    )
+    model.add_argument("--preset", metavar="NAME_OR_DIR", help="a zoo preset name or folder")
+
+    data = parser.add_argument_group("data")
+    data.add_argument(
+        "--dataset", choices=DATASETS, default=None,
+        help="dataset reader (default: the config's, else camvid)",
+    )
+    data.add_argument("--root", help="CamVid folder (default: the config's data.root)")
+    data.add_argument("--split", default="val", help="split to score (default: val)")
+    data.add_argument("--images", help="folder of images (--dataset folder)")
+    data.add_argument("--masks", help="folder of class-id masks (--dataset folder)")
+    data.add_argument(
+        "--num-classes", type=int, default=None,
+        help="classes of a folder dataset (default: the config's, else the model's)",
+    )
+    data.add_argument(
+        "--ignore-index", type=int, default=IGNORE_INDEX,
+        help=f"mask value left out of the scores, folder data (default: {IGNORE_INDEX}; "
+        "CamVid's is fixed)",
+    )
+    data.add_argument("--batch-size", type=int, default=1, help="images per batch (default 1)")
+    data.add_argument("--limit", type=int, default=None, help="score only the first N images")
+
+    protocol = parser.add_argument_group("test protocol")
+    protocol.add_argument(
+        "--scales", default="1.0",
+        help=f"comma-separated scale factors (default 1.0; the paper: {PAPER_SCALES})",
+    )
+    protocol.add_argument("--flip", action="store_true", help="also predict mirrored images")
+    protocol.add_argument(
+        "--crop-size", metavar="H,W", default=None,
+        help="sliding-window size, e.g. 360,480 (default: whole images)",
+    )
+    protocol.add_argument(
+        "--stride-ratio", type=float, default=2 / 3,
+        help="window stride as a fraction of the crop (default 2/3)",
+    )
+
+    output = parser.add_argument_group("output")
+    output.add_argument(
+        "--output", metavar="PATH",
+        help="results JSON (default: next to the weights, "
+        "<weights>.eval-<dataset>-<split>.json)",
+    )
+    output.add_argument("--no-progress", action="store_true", help="no progress bar")
+    output.add_argument(
+        "--no-jit", action="store_true", help="call the model eagerly (slower; for debugging)"
+    )
+
+
+# -- parsing -------------------------------------------------------------------
+
+
+def parse_scales(text):
+    """`"0.5,1.0"` -> `(0.5, 1.0)`; a ValueError naming the expected form otherwise."""
+    try:
+        scales = tuple(float(part) for part in str(text).split(",") if part.strip())
+    except ValueError:
+        scales = ()
+    if not scales or any(not s > 0 for s in scales):
+        raise ValueError(
+            f"--scales {text!r} must be comma-separated positive numbers, e.g. 1.0 or "
+            f"{PAPER_SCALES}."
+        )
+    return scales
+
+
+def parse_crop_size(text):
+    """`"360,480"` -> `(360, 480)`, `"512"` -> `(512, 512)`, `None` -> `None`."""
+    if text is None:
+        return None
+    try:
+        sides = tuple(int(part) for part in str(text).split(","))
+    except ValueError:
+        sides = ()
+    if len(sides) == 1:
+        sides = sides * 2
+    if len(sides) != 2 or min(sides) < 1:
+        raise ValueError(
+            f"--crop-size {text!r} must be HEIGHT,WIDTH (or one size for a square), "
+            "e.g. 360,480."
+        )
+    return sides
+
+
+# -- the model -------------------------------------------------------------------
+
+
+def _read_config(path):
+    from keras_sanet.training.config import config_from_dict, load_config
+
+    if path.endswith(".json"):
+        if not os.path.isfile(path):
+            raise ValueError(
+                f"Config file {path!r} not found. Pass the path of a run's config.json."
+            )
+        with open(path, encoding="utf-8") as f:
+            try:
+                raw = json.load(f)
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path} is not valid JSON: {error}") from error
+        return config_from_dict(raw, source=path)
+    return load_config(path)
+
+
+def load_keras_model(path):
+    """Loads a `.keras` file in safe mode, with our layers registered."""
+    import keras
+
+    import keras_sanet.models  # noqa: F401  (registers SANet and its layers)
+
+    if not os.path.isfile(path):
+        raise ValueError(f"The model file {path!r} does not exist; check the path.")
+    return keras.saving.load_model(path, safe_mode=True)
+
+
+def build_model_from_config(config, num_classes, weights_path):
+    """A SANet with `config.model`'s arguments, loaded from a `.weights.h5` file."""
+    from keras_sanet.training.trainer import build_model
+
+    if not os.path.isfile(weights_path):
+        raise ValueError(f"The weights file {weights_path!r} does not exist; check the path.")
+    # The file holds every weight: never download or read backbone weights again.
+    config = dataclasses.replace(
+        config, model=dataclasses.replace(config.model, backbone_weights="")
+    )
+    model = build_model(config, num_classes)
+    model.build((None, None, None, 3))
+    try:
+        model.load_weights(weights_path)
+    except ValueError as error:
+        raise ValueError(
+            f"Could not load {weights_path!r} into a SANet built from the config "
+            f"({error}). Pass the config the weights were trained with (same backbone, "
+            "output_stride, heads and num_classes)."
+        ) from error
+    return model
+
+
+def _load_preset(name):
+    """Returns `(model, metadata)` of a zoo preset (metadata: dataset, class names...)."""
+    from keras_sanet.models import SANet
+
+    try:
+        from keras_sanet.presets import load_preset
+    except ImportError:
+        load_preset = None
+    if load_preset is None or not hasattr(SANet, "from_preset"):
+        raise ValueError(
+            f"Presets are not available yet in this version of keras-sanet (asked for "
+            f"{name!r}). Evaluate a trained model with --weights FILE.keras or --run-dir RUN."
+        )
+    return load_preset(name)
+
+
+def _model_source(args):
+    given = [flag for flag, value in (("--weights", args.weights), ("--run-dir", args.run_dir),
+                                      ("--preset", args.preset)) if value]
+    if len(given) != 1:
+        raise ValueError(
+            "Give exactly one model source: --weights FILE.keras, --weights "
+            "FILE.weights.h5 --config CONFIG, --run-dir RUN or --preset NAME"
+            + (f" (got {' and '.join(given)})." if given else " (got none).")
+        )
+    if args.checkpoint != "final" and not args.run_dir:
+        raise ValueError(
+            f"--checkpoint {args.checkpoint} picks a file of a training folder; add "
+            "--run-dir RUN, or pass the file itself with --weights."
+        )
+    return given[0]
+
+
+def _resolve_model_files(args):
+    """Returns `(weights_path, config_path)` for --weights / --run-dir (either may be None)."""
+    config_path = args.config
+    if args.run_dir:
+        if not os.path.isdir(args.run_dir):
+            raise ValueError(f"The run folder {args.run_dir!r} does not exist; check the path.")
+        weights = os.path.join(args.run_dir, RUN_DIR_CHECKPOINTS[args.checkpoint])
+        if not os.path.isfile(weights):
+            others = [
+                name for name, path in RUN_DIR_CHECKPOINTS.items()
+                if os.path.isfile(os.path.join(args.run_dir, path))
+            ]
+            raise ValueError(
+                f"{args.run_dir!r} has no {RUN_DIR_CHECKPOINTS[args.checkpoint]} "
+                f"(--checkpoint {args.checkpoint})"
+                + (
+                    f"; use --checkpoint {' or '.join(others)}" if others
+                    else "; is it a keras-sanet training folder? Pass --weights FILE instead"
+                )
+                + "."
+            )
+        run_config = os.path.join(args.run_dir, RUN_DIR_CONFIG)
+        if config_path is None and os.path.isfile(run_config):
+            config_path = run_config
+        if weights.endswith(".weights.h5") and config_path is None:
+            raise ValueError(
+                f"{args.run_dir!r} has no {RUN_DIR_CONFIG} to build the SANet for "
+                f"{weights!r}; pass --config TRAIN_CONFIG.toml."
+            )
+        return weights, config_path
+    weights = args.weights
+    if not weights.endswith((".keras", ".weights.h5")):
+        raise ValueError(
+            f"--weights {weights!r} must be a .keras model file or a .weights.h5 weights "
+            "file (with --config)."
+        )
+    if weights.endswith(".weights.h5") and config_path is None:
+        raise ValueError(
+            f"--weights {weights!r} holds weights only; add --config TRAIN_CONFIG.toml "
+            "(or the run's config.json) so the SANet can be built, or pass the .keras file."
+        )
+    return weights, config_path
+
+
+# -- the data --------------------------------------------------------------------
+
+
+def _int_label_map(label_map):
+    try:
+        return {int(raw): int(new) for raw, new in (label_map or {}).items()} or None
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"The config's data.label_map {label_map!r} must map integer ids to integer "
+            'ids, e.g. {"0" = 255}.'
+        ) from None
+
+
+def _build_dataset(args, data_config, model_num_classes, preset_metadata=None):
+    """Returns `(name, tf_dataset, num_classes, class_names, ignore_index, num_images)`."""
+    from keras_sanet.data import CAMVID_INFO, camvid_pairs, folder_pairs, segmentation_dataset
+
+    preset_metadata = preset_metadata or {}
+    preset_dataset = preset_metadata.get("dataset")
+    dataset = (
+        args.dataset
+        or (data_config.dataset if data_config else None)
+        or (preset_dataset if preset_dataset in DATASETS else None)
+        or "camvid"
+    )
+    progress = not args.no_progress
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size {args.batch_size} must be >= 1.")
+    if args.limit is not None and args.limit < 1:
+        raise ValueError(f"--limit {args.limit} must be >= 1 (images to score).")
+
+    if dataset == "camvid":
+        root = args.root or (data_config.root if data_config else None)
+        if not root:
+            raise ValueError(
+                "No CamVid folder: pass --root (the folder holding val/, valannot/, val.txt)."
+            )
+        if args.num_classes not in (None, CAMVID_INFO.num_classes):
+            raise ValueError(
+                f"--num-classes {args.num_classes} does not match CamVid's "
+                f"{CAMVID_INFO.num_classes} classes; leave it out."
+            )
+        pairs = camvid_pairs(root, args.split)
+        num_classes, class_names = CAMVID_INFO.num_classes, list(CAMVID_INFO.class_names)
+        reader_kwargs = {"dataset_info": CAMVID_INFO}
+        ignore_index = CAMVID_INFO.ignore_index
+    else:
+        images, masks = args.images, args.masks
+        if data_config is not None and data_config.dataset == "folder":
+            split_dirs = {
+                "train": (data_config.train_images, data_config.train_masks),
+                "val": (data_config.val_images, data_config.val_masks),
+            }.get(args.split, ("", ""))
+            images, masks = images or split_dirs[0] or None, masks or split_dirs[1] or None
+        if not images or not masks:
+            raise ValueError(
+                "--dataset folder needs --images DIR and --masks DIR (or a config whose "
+                f"[data] names the {args.split} folders)."
+            )
+        num_classes = args.num_classes
+        if num_classes is None and data_config is not None and data_config.num_classes > 0:
+            num_classes = data_config.num_classes
+        if num_classes is None:
+            num_classes = model_num_classes
+        if num_classes is None:
+            raise ValueError(
+                "The number of classes is unknown: pass --num-classes N (the classes of the "
+                "masks, without the ignore index)."
+            )
+        pairs = folder_pairs(images, masks)
+        class_names = preset_metadata.get("class_names")
+        if class_names is not None and len(class_names) != num_classes:
+            class_names = None
+        label_map = _int_label_map(data_config.label_map) if data_config else None
+        ignore_index = args.ignore_index
+        reader_kwargs = {
+            "num_classes": num_classes,
+            "label_map": label_map,
+            "ignore_index": args.ignore_index,
+        }
+    if args.limit is not None:
+        # Read (and scan) only what is scored.
+        pairs = pairs[: args.limit]
+    ds = segmentation_dataset(
+        pairs,
+        augment=False,
+        shuffle=False,
+        batch_size=args.batch_size,
+        progress=progress,
+        **reader_kwargs,
+    )
+    return dataset, ds, num_classes, class_names, ignore_index, len(pairs)
+
+
+def _default_output(args, weights_path, dataset):
+    suffix = f".eval-{dataset}-{args.split}.json"
+    if weights_path is None:  # a preset
+        return os.path.basename(os.path.normpath(args.preset)) + suffix
+    for ending in (".weights.h5", ".keras"):
+        if weights_path.endswith(ending):
+            return weights_path[: -len(ending)] + suffix
+    return weights_path + suffix
+
+
+# -- the command -----------------------------------------------------------------
+
+
+def run(args):
+    """Runs `keras-sanet eval` with parsed arguments; returns the exit status 0.
+
+    Problems (missing files, mismatched classes, bad options) raise ValueErrors
+    naming the fix; `keras_sanet.cli` prints them without a traceback.
+    """
+    from keras_sanet.evaluation.evaluate import evaluate_model, format_table
+
+    source = _model_source(args)
+    scales = parse_scales(args.scales)
+    crop_size = parse_crop_size(args.crop_size)
+    if not 0 < args.stride_ratio <= 1:
+        raise ValueError(
+            f"--stride-ratio {args.stride_ratio} must be in (0, 1]; the paper uses 2/3."
+        )
+
+    weights_path = config_path = None
+    if source != "--preset":
+        weights_path, config_path = _resolve_model_files(args)
+    elif args.config:
+        config_path = args.config
+    config = _read_config(config_path) if config_path else None
+    data_config = config.data if config else None
+
+    preset_metadata = {}
+    if source == "--preset":
+        model, preset_metadata = _load_preset(args.preset)
+    elif weights_path.endswith(".keras"):
+        model = load_keras_model(weights_path)
+    else:
+        model = None  # built below, once the dataset fixes num_classes
+
+    model_num_classes = getattr(model, "num_classes", None)
+    dataset_name, ds, num_classes, class_names, ignore_index, num_images = _build_dataset(
+        args, data_config, model_num_classes, preset_metadata
+    )
+    if model is None:
+        model = build_model_from_config(config, num_classes, weights_path)
+    elif model_num_classes is not None and model_num_classes != num_classes:
+        raise ValueError(
+            f"The model predicts {model_num_classes} classes but the {dataset_name} data "
+            f"has {num_classes}. Evaluate the model on the dataset it was trained for "
+            "(or pass the matching --num-classes for a folder dataset)."
+        )
+
+    results = evaluate_model(
+        model,
+        ds,
+        num_classes,
+        class_names=class_names,
+        ignore_index=ignore_index,
+        scales=scales,
+        flip=args.flip,
+        crop_size=crop_size,
+        stride_ratio=args.stride_ratio,
+        progress=not args.no_progress,
+        limit=args.limit,
+        jit=not args.no_jit,
+        total_images=num_images,
+    )
+    results.update(
+        {
+            "dataset": dataset_name,
+            "split": args.split,
+            "weights": weights_path,
+            "preset": args.preset,
+        }
+    )
+    output = args.output or _default_output(args, weights_path, dataset_name)
+    output_dir = os.path.dirname(os.path.abspath(output))
+    os.makedirs(output_dir, exist_ok=True)
+    with open(output, "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=2)
+        f.write("\n")
+
+    print(format_table(results))
+    print(
+        f"\n{dataset_name} {args.split}: {results['num_images']} images, "
+        f"mIoU {100 * results['mean_iou']:.2f}%, "
+        f"pixel accuracy {100 * results['pixel_accuracy']:.2f}%"
+    )
+    print(f"Results written to {output}")
+    return 0
