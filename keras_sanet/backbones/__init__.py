@@ -11,3 +11,4 @@ from keras_sanet.backbones.registry import register_backbone
 from keras_sanet.backbones import resnet  # noqa: F401
 from keras_sanet.backbones import mobilenet_v2  # noqa: F401
 from keras_sanet.backbones import efficientnet_lite  # noqa: F401
+from keras_sanet.backbones import efficientnet  # noqa: F401
