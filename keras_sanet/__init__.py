@@ -9,6 +9,7 @@ from keras_sanet import metrics
 from keras_sanet import training
 from keras_sanet.backbones import backbone_names
 from keras_sanet.models import SANet
+from keras_sanet.presets import list_presets
 
 __version__ = "0.1.0"
 

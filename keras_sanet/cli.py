@@ -8,6 +8,7 @@ import sys
 COMMANDS = {
     "train": ("keras_sanet.training.command", "train a SANet from a TOML config (resumes)"),
     "eval": ("keras_sanet.evaluation.command", "evaluate weights or a preset on a split"),
+    "predict": ("keras_sanet.prediction.command", "segment images: colour masks and overlays"),
 }
 
 

@@ -236,6 +236,35 @@ class SANet(keras.Model):
                 )
         return super().load_weights(filepath, skip_mismatch=skip_mismatch, **kwargs)
 
+    # -- presets (keras_sanet.presets) ---------------------------------------
+
+    @classmethod
+    def from_preset(cls, preset, num_classes=None, **kwargs):
+        """Loads a SANet from a preset, checking every file's sha256 first.
+
+        Args:
+            preset: a bundled name (`keras_sanet.list_presets()`), a local
+                preset folder or `file://` URL, `hf://...`, `kaggle://...`,
+                or an `http(s)://` URL of a preset folder or archive
+                (downloaded once and cached).
+            num_classes: `None` or the preset's count loads every weight;
+                another count keeps the backbone and heads and re-initialises
+                the classifier layers (for fine-tuning), saying which.
+            **kwargs: SANet arguments overriding the preset's (e.g. `dtype`).
+
+        Example:
+        >>> model = SANet.from_preset("sanet_resnet18_camvid")  # doctest: +SKIP
+        """
+        from keras_sanet.presets import load_preset
+
+        return load_preset(preset, num_classes=num_classes, **kwargs)[0]
+
+    def save_to_preset(self, preset_dir, metadata=None, overwrite=False):
+        """Writes this model as a preset folder; see `keras_sanet.presets.save_preset`."""
+        from keras_sanet.presets import save_preset
+
+        return save_preset(self, preset_dir, metadata, overwrite=overwrite)
+
     # -- serialization -----------------------------------------------------
 
     def get_compile_config(self):

@@ -1,0 +1,1 @@
+"""`keras-sanet predict`: segment image files into colour masks and overlays."""
