@@ -116,15 +116,19 @@ def test_saved_folder_has_keras_hub_layout_and_complete_metadata(saved):
     assert metadata["name"] == PRESET_NAME and metadata["format_version"] == 1
 
 
-def test_dataset_info_fills_names_palette_and_label_map(tmp_path):
+def test_dataset_info_or_registered_name_fills_names_palette_and_label_map(tmp_path):
     from keras_sanet.data.dataset_info import CAMVID_INFO
 
     model = tiny_sanet(num_classes=11)
-    metadata = save_preset(model, str(tmp_path / "p"), {"dataset": CAMVID_INFO})
-    assert metadata["dataset"] == "camvid"
-    assert metadata["class_names"] == list(CAMVID_INFO.class_names)
-    assert metadata["palette"] == [list(c) for c in CAMVID_INFO.palette]
-    assert metadata["label_map"] == {"11": 255}
+    for index, dataset in enumerate((CAMVID_INFO, "CamVid")):
+        metadata = save_preset(model, str(tmp_path / f"p{index}"), {"dataset": dataset})
+        assert metadata["dataset"] == "camvid"
+        assert metadata["class_names"] == list(CAMVID_INFO.class_names)
+        assert metadata["palette"] == [list(c) for c in CAMVID_INFO.palette]
+        assert metadata["label_map"] == {"11": 255}
+    # A registered name on a model with other classes is kept as a name only.
+    metadata = save_preset(tiny_sanet(num_classes=3), str(tmp_path / "p3"), {"dataset": "camvid"})
+    assert metadata["dataset"] == "camvid" and metadata["class_names"][0] == "class 0"
 
 
 @pytest.mark.parametrize(

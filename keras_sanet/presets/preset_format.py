@@ -105,10 +105,18 @@ def _complete_metadata(model, metadata):
 
     # Imported here: keras_sanet.data's package pulls in tf.data.
     from keras_sanet.data.dataset_info import DatasetInfo
+    from keras_sanet.data.dataset_info import dataset_names
+    from keras_sanet.data.dataset_info import get_dataset_info
 
     metadata = dict(metadata or {})
     num_classes = model.num_classes
     dataset = metadata.get("dataset")
+    if isinstance(dataset, str) and dataset.lower() in dataset_names():
+        registered = get_dataset_info(dataset)
+        # A registered name brings its class names, palette and label map along
+        # when the model has its classes (a custom class set keeps the name only).
+        if registered.num_classes == num_classes:
+            dataset = registered
     if isinstance(dataset, DatasetInfo):
         metadata["dataset"] = dataset.name
         metadata.setdefault("class_names", list(dataset.class_names))
@@ -168,8 +176,9 @@ def _complete_metadata(model, metadata):
             ),
         }
     )
-    metadata.setdefault("training_command", None)
-    metadata.setdefault("data_license", None)
+    for key in ("dataset", "description", "training_command", "data_license"):
+        metadata.setdefault(key, None)
+    metadata.setdefault("label_map", {})
     return metadata
 
 
@@ -183,9 +192,11 @@ def save_preset(model, preset_dir, metadata=None, overwrite=False):
         model: a `SANet`.
         preset_dir: the folder to write (created if missing).
         metadata: a dict describing the model. Recognised keys (all optional):
-            `name`, `description`, `dataset` (a name, or a `DatasetInfo`,
-            which also fills `class_names`, `palette`, `ignore_index` and
-            `label_map`), `class_names`, `palette`, `ignore_index`,
+            `name`, `description`, `dataset` (a `DatasetInfo`, or a name;
+            a `DatasetInfo` or a registered name such as `"camvid"` also
+            fills `class_names`, `palette`, `ignore_index` and `label_map`
+            when its class count is the model's), `class_names`, `palette`,
+            `ignore_index`,
             `label_map` (`{raw_id: id}` applied to label masks),
             `input_size` (training crop `(height, width)`),
             `training_command`, `evaluation` (the `keras-sanet eval` JSON, as
