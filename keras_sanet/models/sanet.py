@@ -4,6 +4,7 @@ import os
 
 import keras
 from keras import ops
+from keras.src.losses.loss import scale_loss_for_distribution
 
 from keras_sanet.backbones import build_backbone
 from keras_sanet.backbones import get_backbone_spec
@@ -194,7 +195,8 @@ class SANet(keras.Model):
         total = self._sanet_loss(y, y_pred)
         for regularization_loss in self.losses:
             total = total + ops.cast(regularization_loss, total.dtype)
-        return total
+        # tf.distribute sums replica gradients: scale by 1/replicas, as Keras's own losses do.
+        return scale_loss_for_distribution(total)
 
     def compute_metrics(self, x, y, y_pred, sample_weight=None):
         if isinstance(y_pred, dict):

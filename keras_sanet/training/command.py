@@ -20,19 +20,26 @@ def add_arguments(parser):
     parser.add_argument(
         "--output-dir", help="where checkpoints and logs go; overrides train.output_dir"
     )
-    parser.add_argument("--verbose", default="auto", help="Keras fit verbosity: auto, 0, 1, 2")
+    parser.add_argument(
+        "--verbose",
+        default="auto",
+        choices=("auto", "0", "1", "2"),
+        help="Keras fit verbosity: auto, 0 (silent), 1 (progress bar), 2 (one line per epoch)",
+    )
 
 
 def run(args):
     from keras_sanet.training.config import load_config
+    from keras_sanet.training.config import validate_config
     from keras_sanet.training.trainer import train
 
-    overrides = list(args.overrides)
+    config = load_config(args.config, args.overrides)
+    # Set directly, not as TOML text: paths may hold quotes or backslashes.
     if args.distribution:
-        overrides.append(f'train.distribution="{args.distribution}"')
+        config.train.distribution = args.distribution
     if args.output_dir:
-        overrides.append(f'train.output_dir="{args.output_dir}"')
-    config = load_config(args.config, overrides)
+        config.train.output_dir = args.output_dir
+    validate_config(config, args.config)
     verbose = args.verbose if args.verbose == "auto" else int(args.verbose)
     train(config, verbose=verbose)
     print(f"Finished: {config.train.output_dir}/model.keras")

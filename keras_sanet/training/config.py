@@ -73,6 +73,10 @@ class TrainConfig:
         jit_compile: `"auto"`, `true` or `false` (passed to `compile`).
         output_dir: checkpoints, CSV log, final model.
         validate_every: run validation every N epochs.
+        exact_resume: a resumed run skips the batches the interrupted run
+            consumed, so it sees the data an uninterrupted run would (it
+            reads them once more to get there); `false` restarts the data
+            stream (quicker start, same epochs and learning-rate schedule).
     """
 
     batch_size: int = 8
@@ -88,6 +92,7 @@ class TrainConfig:
     jit_compile: object = "auto"
     output_dir: str = "runs/sanet"
     validate_every: int = 1
+    exact_resume: bool = True
 
 
 @dataclasses.dataclass
@@ -120,6 +125,10 @@ def config_from_dict(raw, source="the config"):
             raise ValueError(
                 f"{source}: unknown section [{section}]. Use [data], [model] and [train]."
             )
+        if not isinstance(values, dict):
+            raise ValueError(
+                f"{source}: [{section}] must be a table of key = value lines, got {values!r}."
+            )
         cls = _SECTIONS[section]
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
@@ -134,25 +143,73 @@ def config_from_dict(raw, source="the config"):
     return config
 
 
+def _check_types(config, source):
+    """Every value has the type of its default (an int is fine where a float is)."""
+    for section in _SECTIONS:
+        values = getattr(config, section)
+        for field in dataclasses.fields(values):
+            if field.name == "jit_compile":
+                continue
+            default = getattr(type(values)(), field.name)
+            value = getattr(values, field.name)
+            expected = (int, float) if type(default) is float else type(default)
+            if isinstance(value, bool) != isinstance(default, bool) or not isinstance(
+                value, expected
+            ):
+                raise ValueError(
+                    f"{source}: {section}.{field.name} = {value!r} must be of type "
+                    f"{type(default).__name__} (like the default, {default!r})."
+                )
+
+
 def validate_config(config, source="the config"):
-    if config.train.distribution not in DISTRIBUTIONS:
+    """Raises a ValueError naming the first invalid value of `config` and its fix."""
+    _check_types(config, source)
+    d, t = config.data, config.train
+    if t.distribution not in DISTRIBUTIONS:
         raise ValueError(
-            f"{source}: train.distribution={config.train.distribution!r}; use one of "
-            f"{DISTRIBUTIONS}."
+            f"{source}: train.distribution={t.distribution!r}; use one of {DISTRIBUTIONS}."
         )
-    for name in ("batch_size", "epochs"):
-        if getattr(config.train, name) < 1:
-            raise ValueError(f"{source}: train.{name} must be >= 1.")
-    if config.data.dataset not in ("camvid", "folder"):
+    if t.jit_compile not in ("auto", True, False):
         raise ValueError(
-            f"{source}: data.dataset={config.data.dataset!r}; use 'camvid' or 'folder'."
+            f"{source}: train.jit_compile={t.jit_compile!r}; use \"auto\", true or false."
         )
-    if config.data.dataset == "folder" and config.data.num_classes < 1:
+    for name in ("batch_size", "epochs", "validate_every"):
+        if getattr(t, name) < 1:
+            raise ValueError(f"{source}: train.{name} must be >= 1, got {getattr(t, name)}.")
+    if t.steps_per_epoch < 0:
         raise ValueError(
-            f"{source}: a 'folder' dataset needs data.num_classes (the number of classes)."
+            f"{source}: train.steps_per_epoch must be >= 0 (0 = one pass over the training "
+            f"split), got {t.steps_per_epoch}."
         )
-    if len(config.data.crop_size) != 2:
-        raise ValueError(f"{source}: data.crop_size must be [height, width].")
+    if not t.learning_rate > 0 or not t.head_lr_multiplier > 0:
+        raise ValueError(
+            f"{source}: train.learning_rate and train.head_lr_multiplier must be > 0, got "
+            f"{t.learning_rate} and {t.head_lr_multiplier}."
+        )
+    if d.dataset not in ("camvid", "folder"):
+        raise ValueError(f"{source}: data.dataset={d.dataset!r}; use 'camvid' or 'folder'.")
+    if d.dataset == "folder":
+        if d.num_classes < 1:
+            raise ValueError(
+                f"{source}: a 'folder' dataset needs data.num_classes (the number of classes)."
+            )
+        if not d.train_images or not d.train_masks:
+            raise ValueError(
+                f"{source}: a 'folder' dataset needs data.train_images and data.train_masks "
+                "(the folders of training images and masks)."
+            )
+        if bool(d.val_images) != bool(d.val_masks):
+            raise ValueError(
+                f"{source}: set both data.val_images and data.val_masks, or neither (no "
+                "validation)."
+            )
+    if len(d.crop_size) != 2 or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in d.crop_size
+    ):
+        raise ValueError(
+            f"{source}: data.crop_size must be [height, width] in pixels, got {d.crop_size}."
+        )
 
 
 def load_config(path, overrides=()):

@@ -3,53 +3,91 @@
 import contextlib
 import json
 import os
+import warnings
 
 import keras
+import numpy as np
 
+from keras_sanet.training.backup import TrainingBackup
+from keras_sanet.training.backup import read_backup_epoch
 from keras_sanet.training.config import Config
+from keras_sanet.training.epoch_log import EpochLog
+from keras_sanet.training.epoch_log import history_from_log
+from keras_sanet.training.epoch_log import read_log
 from keras_sanet.training.optimizers import sgd_poly
+
+BEST_METRIC = "val_mean_iou"
+# Train settings that fix the data stream and the learning-rate schedule of a run.
+SCHEDULE_KEYS = ("batch_size", "epochs", "steps_per_epoch", "learning_rate", "poly_power", "seed")
+
+
+def check_distribution(kind):
+    """Raises a ValueError unless distribution `kind` runs on the current backend.
+
+    Args:
+        kind: `"none"`, `"mirrored"` (TensorFlow) or `"data_parallel"` (JAX).
+
+    Example:
+    >>> check_distribution("none")
+    """
+    backend = keras.backend.backend()
+    if kind == "mirrored" and backend != "tensorflow":
+        raise ValueError(
+            f"distribution='mirrored' needs KERAS_BACKEND=tensorflow (it is {backend!r}). "
+            "On JAX use distribution='data_parallel'; Keras has no multi-device "
+            "training for PyTorch, use distribution='none' there."
+        )
+    if kind == "data_parallel" and backend != "jax":
+        raise ValueError(
+            f"distribution='data_parallel' needs KERAS_BACKEND=jax (it is {backend!r}). "
+            "On TensorFlow use distribution='mirrored'; on PyTorch use 'none'."
+        )
+    if kind not in ("none", "mirrored", "data_parallel"):
+        raise ValueError(
+            f"Unknown distribution {kind!r}; use 'none', 'mirrored' or 'data_parallel'."
+        )
 
 
 def distribution_scope(kind):
-    """Switches on multi-device training; must run before the model is built.
+    """The context in which a model is built, trained and saved across devices.
 
     `"mirrored"`: `tf.distribute.MirroredStrategy` over the local devices
     (TensorFlow backend). `"data_parallel"`: `keras.distribution.DataParallel`
-    over the local devices (JAX backend). Keras 3 has no distribution for
-    PyTorch: train it on one device.
+    over the local devices (JAX backend), active only inside the context.
+    Keras 3 has no distribution for PyTorch: train it on one device.
+
+    Args:
+        kind: `"none"`, `"mirrored"` or `"data_parallel"`.
+
+    Example:
+    >>> with distribution_scope("none"):
+    ...     model = build_model(config, num_classes=11)
     """
-    backend = keras.backend.backend()
-    if kind == "none":
-        return contextlib.nullcontext()
+    check_distribution(kind)
     if kind == "mirrored":
-        if backend != "tensorflow":
-            raise ValueError(
-                f"distribution='mirrored' needs KERAS_BACKEND=tensorflow (it is {backend!r}). "
-                "On JAX use distribution='data_parallel'; Keras has no multi-device "
-                "training for PyTorch, use distribution='none' there."
-            )
         import tensorflow as tf
 
         return tf.distribute.MirroredStrategy().scope()
     if kind == "data_parallel":
-        if backend != "jax":
-            raise ValueError(
-                f"distribution='data_parallel' needs KERAS_BACKEND=jax (it is {backend!r}). "
-                "On TensorFlow use distribution='mirrored'; on PyTorch use 'none'."
-            )
         devices = keras.distribution.list_devices()
-        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
-        return contextlib.nullcontext()
-    raise ValueError(f"Unknown distribution {kind!r}; use 'none', 'mirrored' or 'data_parallel'.")
+        return keras.distribution.DataParallel(devices=devices).scope()
+    return contextlib.nullcontext()
 
 
 def replica_count(kind):
+    """Replicas of distribution `kind`; call it inside its `distribution_scope`.
+
+    Example:
+    >>> with distribution_scope("none"):
+    ...     replica_count("none")
+    1
+    """
     if kind == "mirrored":
         import tensorflow as tf
 
-        return tf.distribute.get_strategy().num_replicas_in_sync
+        return int(tf.distribute.get_strategy().num_replicas_in_sync)
     if kind == "data_parallel":
-        return len(keras.distribution.list_devices())
+        return len(keras.distribution.distribution().device_mesh.devices.flatten())
     return 1
 
 
@@ -59,6 +97,14 @@ def synchronized_batch_norm(model, enabled):
 
     Set for the duration of `fit` only, so that a saved model stays loadable
     on backends where `synchronized=True` is refused.
+
+    Args:
+        model: the model whose `BatchNormalization` layers to switch.
+        enabled: switch them on (else the context changes nothing).
+
+    Example:
+    >>> with synchronized_batch_norm(model, enabled=True):
+    ...     model.fit(train_ds, epochs=1)
     """
     layers = [
         layer
@@ -75,11 +121,18 @@ def synchronized_batch_norm(model, enabled):
             layer.synchronized = False
 
 
-def build_datasets(config: Config):
-    """Returns `(train_ds, val_ds, train_pairs_count, num_classes, class_names)`."""
+def build_datasets(config: Config, replicas=1):
+    """Returns `(train_ds, val_ds, train_pairs_count, num_classes, class_names)`.
+
+    Args:
+        config: the run's `Config`.
+        replicas: devices the batches are split over; the validation batch
+            is raised to at least that many images (each replica needs one).
+    """
     from keras_sanet import data
 
     d, t = config.data, config.train
+    val_batch_size = max(d.val_batch_size, replicas)
     common = dict(
         crop_size=tuple(d.crop_size),
         base_size=d.base_size or None,
@@ -92,7 +145,7 @@ def build_datasets(config: Config):
             d.root, "train", batch_size=t.batch_size, seed=t.seed, repeat=True,
             drop_remainder=True, **common,
         )
-        val = data.camvid_dataset(d.root, "val", batch_size=d.val_batch_size)
+        val = data.camvid_dataset(d.root, "val", batch_size=val_batch_size)
         info = data.CAMVID_INFO
         return train, val, train_count, info.num_classes, list(info.class_names)
     label_map = {int(k): int(v) for k, v in d.label_map.items()} or None
@@ -105,13 +158,14 @@ def build_datasets(config: Config):
     if d.val_images:
         val_pairs = data.folder_pairs(d.val_images, d.val_masks)
         val = data.segmentation_dataset(
-            val_pairs, d.num_classes, label_map=label_map, batch_size=d.val_batch_size
+            val_pairs, d.num_classes, label_map=label_map, batch_size=val_batch_size
         )
     names = [f"class_{i}" for i in range(d.num_classes)]
     return train, val, len(train_pairs), d.num_classes, names
 
 
 def build_model(config: Config, num_classes):
+    """The `SANet` of `config.model` with `num_classes` classes (unbuilt, uncompiled)."""
     from keras_sanet.models.sanet import SANet
 
     m = config.model
@@ -132,21 +186,57 @@ def build_model(config: Config, num_classes):
     )
 
 
-def train(config: Config, verbose="auto"):
+def build_metrics(model, crop_size):
+    """Creates the compiled metrics' state on a dummy batch, before `fit`.
+
+    Otherwise `fit` reads a batch of the training data to build them, which
+    starts an extra pass over the data set; the augmentation of the pass
+    that then trains would depend on that, and a resumed run could not
+    replay the data stream exactly.
+    """
+    images = np.zeros((1, *crop_size, 3), "float32")
+    masks = np.zeros((1, *crop_size), "uint8")
+    model.compute_metrics(images, masks, model(images, training=False))
+    model.reset_metrics()
+
+
+def train(config: Config, verbose="auto", callbacks=None):
     """Trains as `config` says; started again with the same config, it resumes.
 
     Everything lands in `config.train.output_dir`: `config.json` (the resolved
     config), `backup/` (the resume checkpoint, written every epoch: weights,
-    optimizer state and epoch), `checkpoints/last.weights.h5` and
-    `checkpoints/best.weights.h5` (best validation mIoU), `log.csv`, and at
-    the end `model.keras` (loads with `safe_mode=True`) and `history.json`.
+    optimizer state, epoch, random-generator state), `checkpoints/last.weights.h5`
+    and `checkpoints/best.weights.h5` (best validation mIoU), `log.csv` (one
+    row per epoch of the whole run), and at the end `model.keras` (loads with
+    `safe_mode=True`) and `history.json` (every epoch, the optimizer's step
+    count, the replica count).
+
+    A run killed at any point and started again with the same config
+    continues from the last finished epoch: no epoch is lost or repeated, the
+    learning-rate schedule continues, and with `train.exact_resume` (default)
+    the data stream skips what the finished epochs consumed, so the result is
+    the one of an uninterrupted run. A finished run started again does
+    nothing and returns the saved model.
+
+    Args:
+        config: a `Config` (see `load_config`).
+        verbose: `fit` verbosity (`"auto"`, 0, 1, 2).
+        callbacks: extra Keras callbacks for `fit`.
 
     Returns:
         The trained model.
+
+    Example:
+    >>> model = train(load_config("configs/camvid_resnet18_os16.toml", ["train.epochs=2"]))
     """
     t = config.train
-    keras.utils.set_random_seed(t.seed)
+    # Fail before reading any data when the backend cannot run the distribution.
+    check_distribution(t.distribution)
     out = t.output_dir
+    backup_dir = os.path.join(out, "backup")
+    model_path = os.path.join(out, "model.keras")
+    history_path = os.path.join(out, "history.json")
+    log_path = os.path.join(out, "log.csv")
     os.makedirs(os.path.join(out, "checkpoints"), exist_ok=True)
     config_path = os.path.join(out, "config.json")
     resolved = config.to_dict()
@@ -158,13 +248,48 @@ def train(config: Config, verbose="auto"):
                 f"{out} holds a run with another model config ({previous.get('model')}). "
                 "Resume with the same [model] section, or set train.output_dir to a new folder."
             )
+
+    epochs_done = read_backup_epoch(backup_dir)
+    if epochs_done and os.path.exists(config_path):
+        before = previous.get("train", {})
+        changed = [f"{k}: {before.get(k)!r} -> {getattr(t, k)!r}" for k in SCHEDULE_KEYS
+                   if before.get(k) != getattr(t, k)]
+        if changed:
+            warnings.warn(
+                f"Resuming {out} after epoch {epochs_done} with other train settings "
+                f"({', '.join(changed)}): the learning-rate schedule or the data order "
+                "changes from here on. Use a new train.output_dir to start afresh.",
+                stacklevel=2,
+            )
+    if epochs_done >= t.epochs and os.path.exists(model_path) and os.path.exists(history_path):
+        print(f"{out} already finished {epochs_done} epoch(s) (train.epochs={t.epochs}); "
+              "nothing to do. Raise train.epochs or use a new train.output_dir to train more.")
+        return keras.saving.load_model(model_path, safe_mode=True)
     with open(config_path, "w") as f:
         json.dump(resolved, f, indent=2)
+    best_so_far = [
+        row[BEST_METRIC]
+        for row in read_log(log_path)
+        if row["epoch"] < epochs_done and row.get(BEST_METRIC) is not None
+    ]
 
-    train_ds, val_ds, train_count, num_classes, class_names = build_datasets(config)
-    steps_per_epoch = t.steps_per_epoch or max(1, train_count // t.batch_size)
-
+    keras.utils.set_random_seed(t.seed)
     with distribution_scope(t.distribution):
+        replicas = replica_count(t.distribution)
+        if t.batch_size % replicas:
+            raise ValueError(
+                f"train.batch_size={t.batch_size} does not split over {replicas} replicas; use "
+                f"a multiple of {replicas}."
+            )
+        train_ds, val_ds, train_count, num_classes, class_names = build_datasets(
+            config, replicas
+        )
+        steps_per_epoch = t.steps_per_epoch or max(1, train_count // t.batch_size)
+        if epochs_done and t.exact_resume:
+            # Replays the data stream to where the backup stopped (reads the skipped
+            # batches once more), so the resumed run sees what an uninterrupted one would.
+            train_ds = train_ds.skip(epochs_done * steps_per_epoch)
+
         model = build_model(config, num_classes)
         model.build((None, None, None, 3))
         optimizer = sgd_poly(
@@ -176,48 +301,56 @@ def train(config: Config, verbose="auto"):
             head_lr_multiplier=t.head_lr_multiplier,
         )
         model.compile(optimizer=optimizer, jit_compile=t.jit_compile)
+        build_metrics(model, config.data.crop_size)
 
-    callbacks = [
-        keras.callbacks.BackupAndRestore(
-            os.path.join(out, "backup"), save_freq="epoch", delete_checkpoint=False
-        ),
-        keras.callbacks.ModelCheckpoint(
-            os.path.join(out, "checkpoints", "last.weights.h5"), save_weights_only=True
-        ),
-        keras.callbacks.CSVLogger(os.path.join(out, "log.csv"), append=True),
-    ]
-    if val_ds is not None:
-        callbacks.append(
+        fit_callbacks = [
+            # Before the backup: an epoch whose backup exists always has its row.
+            EpochLog(log_path, epochs_done=epochs_done),
             keras.callbacks.ModelCheckpoint(
-                os.path.join(out, "checkpoints", "best.weights.h5"),
-                save_weights_only=True,
-                monitor="val_mean_iou",
-                mode="max",
-                save_best_only=True,
+                os.path.join(out, "checkpoints", "last.weights.h5"), save_weights_only=True
+            ),
+        ]
+        if val_ds is not None:
+            fit_callbacks.append(
+                keras.callbacks.ModelCheckpoint(
+                    os.path.join(out, "checkpoints", "best.weights.h5"),
+                    save_weights_only=True,
+                    monitor=BEST_METRIC,
+                    mode="max",
+                    save_best_only=True,
+                    # A resumed run only replaces the best of the epochs before it.
+                    initial_value_threshold=max(best_so_far) if best_so_far else None,
+                )
             )
-        )
-    with synchronized_batch_norm(model, t.distribution == "mirrored"):
-        history = model.fit(
-            train_ds,
-            validation_data=val_ds,
-            epochs=t.epochs,
-            steps_per_epoch=steps_per_epoch,
-            callbacks=callbacks,
-            validation_freq=t.validate_every,
-            verbose=verbose,
-        )
-    model.save(os.path.join(out, "model.keras"))
-    with open(os.path.join(out, "history.json"), "w") as f:
+        fit_callbacks.append(TrainingBackup(backup_dir, seed=t.seed))
+        fit_callbacks.extend(callbacks or [])
+        with synchronized_batch_norm(model, t.distribution == "mirrored"):
+            model.fit(
+                train_ds,
+                validation_data=val_ds,
+                epochs=t.epochs,
+                steps_per_epoch=steps_per_epoch,
+                shuffle=False,  # tf.data shuffles (seeded, replayable on resume)
+                callbacks=fit_callbacks,
+                validation_freq=t.validate_every,
+                verbose=verbose,
+            )
+        model.save(model_path)
+
+    rows = read_log(log_path)
+    with open(history_path, "w") as f:
         json.dump(
             {
-                "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
+                "history": history_from_log(rows),
+                "logged_epochs": [row["epoch"] for row in rows],
                 "epochs": t.epochs,
                 "steps_per_epoch": steps_per_epoch,
+                "iterations": int(keras.ops.convert_to_numpy(model.optimizer.iterations)),
+                "resumed_from_epoch": epochs_done,
                 "class_names": class_names,
-                "replicas": replica_count(t.distribution),
+                "replicas": replicas,
             },
             f,
             indent=2,
         )
     return model
-
