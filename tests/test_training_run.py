@@ -22,6 +22,7 @@ import pytest
 from keras_sanet import cli
 from keras_sanet.training.config import load_config
 from keras_sanet.training.epoch_log import read_log
+from keras_sanet.training.trainer import pad_batch_for_replicas
 from keras_sanet.training.trainer import train
 from tests.helpers import REPO_ROOT
 from tests.helpers import backend
@@ -252,6 +253,20 @@ def test_distribution_on_another_backend_is_a_clear_error(kind, needs, data_root
     assert not os.path.exists(out)  # refused before writing anything
 
 
+@pytest.mark.parametrize("batch, replicas, padded", [(1, 2, 2), (3, 2, 4), (4, 2, 4), (5, 4, 8)])
+def test_validation_batches_are_padded_with_ignored_pixels(batch, replicas, padded):
+    images = np.random.default_rng(0).uniform(0, 255, (batch, 5, 6, 3)).astype("float32")
+    masks = np.random.default_rng(1).integers(0, 3, (batch, 5, 6)).astype("uint8")
+    got_images, got_masks = (
+        np.asarray(t) for t in pad_batch_for_replicas(images, masks, replicas)
+    )
+    assert got_images.shape == (padded, 5, 6, 3) and got_masks.shape == (padded, 5, 6)
+    assert got_masks.dtype == np.uint8
+    np.testing.assert_array_equal(got_images[:batch], images)
+    np.testing.assert_array_equal(got_masks[:batch], masks)
+    assert (got_images[batch:] == 0).all() and (got_masks[batch:] == 255).all()
+
+
 # The distributed runs happen in subprocesses (devices are set before the
 # backend starts); each runs in the session of its own backend only, to save time.
 DISTRIBUTED_RUN = """
@@ -260,6 +275,7 @@ import json, os
 import keras
 import numpy as np
 from keras_sanet.training.config import load_config
+from keras_sanet.training.trainer import pad_batch_for_replicas
 from keras_sanet.training.trainer import train
 
 def batch_norms(model):
@@ -307,7 +323,8 @@ def _distributed_run(kind, keras_backend, setup, tmp_path, env=None):
     # draws, without flip or dropout: one device and two replicas must make
     # the same update (up to rounding).
     data_root = str(tmp_path / "data")
-    write_dataset(data_root, train_pairs=2, val_pairs=2)
+    # Three val images: the last batch (one image) is padded to two.
+    write_dataset(data_root, train_pairs=2, val_pairs=3)
     config_path = write_config(
         tmp_path / "run.toml", data_root, "unused", epochs=1, steps=1, crop_size=(40, 48),
         extra_data="scale_range = [1.0, 1.0]\nflip = false",

@@ -21,7 +21,8 @@ class DataConfig:
         base_size: long side at scale 1 (0 = each image's own size).
         scale_range: random scale range of the augmentation.
         flip: random horizontal flip.
-        val_batch_size: batch of the validation pass.
+        val_batch_size: batch of the validation pass (at least the replica
+            count when distributed; batches are padded with ignored pixels).
     """
 
     dataset: str = "camvid"

@@ -121,13 +121,34 @@ def synchronized_batch_norm(model, enabled):
             layer.synchronized = False
 
 
+def pad_batch_for_replicas(images, masks, replicas, ignore_index=255):
+    """Pads a batch with blank images and all-ignored masks to a multiple of `replicas`.
+
+    JAX's data-parallel sharding needs every batch to split evenly over the
+    devices (and TensorFlow's mirrored strategy one image per replica), but a
+    validation split rarely divides evenly (CamVid val has 101 images).
+    Ignored pixels count in no metric, so mIoU and pixel accuracy stay exact;
+    `val_loss` gains the padded images' categorical-loss term.
+
+    Example:
+    >>> val_ds = val_ds.map(lambda x, y: pad_batch_for_replicas(x, y, 2))
+    """
+    import tensorflow as tf
+
+    missing = (-tf.shape(images)[0]) % replicas
+    images = tf.pad(images, [[0, missing], [0, 0], [0, 0], [0, 0]])
+    masks = tf.pad(masks, [[0, missing], [0, 0], [0, 0]], constant_values=ignore_index)
+    return images, masks
+
+
 def build_datasets(config: Config, replicas=1):
     """Returns `(train_ds, val_ds, train_pairs_count, num_classes, class_names)`.
 
     Args:
         config: the run's `Config`.
-        replicas: devices the batches are split over; the validation batch
-            is raised to at least that many images (each replica needs one).
+        replicas: devices the batches are split over; validation batches get
+            at least that many images and are padded to a multiple of it
+            (see `pad_batch_for_replicas`).
     """
     from keras_sanet import data
 
@@ -147,6 +168,7 @@ def build_datasets(config: Config, replicas=1):
         )
         val = data.camvid_dataset(d.root, "val", batch_size=val_batch_size)
         info = data.CAMVID_INFO
+        val = _pad_for_replicas(val, replicas)
         return train, val, train_count, info.num_classes, list(info.class_names)
     label_map = {int(k): int(v) for k, v in d.label_map.items()} or None
     train_pairs = data.folder_pairs(d.train_images, d.train_masks)
@@ -161,7 +183,13 @@ def build_datasets(config: Config, replicas=1):
             val_pairs, d.num_classes, label_map=label_map, batch_size=val_batch_size
         )
     names = [f"class_{i}" for i in range(d.num_classes)]
-    return train, val, len(train_pairs), d.num_classes, names
+    return train, _pad_for_replicas(val, replicas), len(train_pairs), d.num_classes, names
+
+
+def _pad_for_replicas(val, replicas):
+    if val is None or replicas == 1:
+        return val
+    return val.map(lambda images, masks: pad_batch_for_replicas(images, masks, replicas))
 
 
 def build_model(config: Config, num_classes):
