@@ -205,7 +205,8 @@ def build_model(config: Config, num_classes):
         categorical_head=m.categorical_head,
         auxiliary_head=m.auxiliary_head,
         se_mode=m.se_mode,
-        backbone_weights=m.backbone_weights or None,
+        # Configs name cached ImageNet files as `~/.cache/...`.
+        backbone_weights=os.path.expanduser(m.backbone_weights) or None,
         backbone_kwargs=m.backbone_kwargs,
         head_kwargs=m.head_kwargs,
         alpha=m.alpha,
