@@ -178,6 +178,45 @@ def test_from_preset_round_trip_predicts_like_the_original(saved, form):
     np.testing.assert_allclose(to_numpy(model(saved["images"])), saved["expected"], atol=1e-6)
 
 
+def test_float16_storage_halves_the_file_and_loads_the_rounded_weights(saved, tmp_path):
+    import h5py
+
+    model = SANet.from_preset(str(saved["folder"]))
+    folder = tmp_path / "half"
+    metadata = model.save_to_preset(str(folder), METADATA, weights_dtype="float16")
+    assert metadata["weights_dtype"] == "float16"
+    assert saved["metadata"]["weights_dtype"] == "float32"
+    half_size = (folder / "model.weights.h5").stat().st_size
+    full_size = (saved["folder"] / "model.weights.h5").stat().st_size
+    assert half_size < 0.6 * full_size
+    with h5py.File(folder / "model.weights.h5", "r") as f:
+        dtypes = set()
+        f.visititems(lambda _, obj: dtypes.add(str(obj.dtype)) if hasattr(obj, "dtype") else None)
+    assert dtypes == {"float16"}
+
+    loaded = SANet.from_preset(str(folder))
+    for variable in loaded.weights:
+        assert variable.dtype == "float32"
+        expected = saved["weights"][variable.path].astype("float16").astype("float32")
+        np.testing.assert_array_equal(to_numpy(variable), expected, err_msg=variable.path)
+    np.testing.assert_allclose(
+        to_numpy(loaded(saved["images"])), saved["expected"], atol=2e-2, rtol=2e-2
+    )
+
+
+def test_float16_storage_refuses_out_of_range_values_and_unknown_dtypes(tmp_path):
+    model = tiny_sanet()
+    model.build((None, None, None, 3))
+    with pytest.raises(ValueError, match="weights_dtype must be one of"):
+        save_preset(model, str(tmp_path / "bad"), METADATA, weights_dtype="bfloat16")
+    model.heads.head_classifiers[0].weights[0].assign(
+        np.full(model.heads.head_classifiers[0].weights[0].shape, 1e6, "float32")
+    )
+    with pytest.raises(ValueError, match="beyond float16's range"):
+        save_preset(model, str(tmp_path / "big"), METADATA, weights_dtype="float16")
+    assert os.listdir(tmp_path / "big") == []
+
+
 def test_load_preset_returns_the_metadata_and_passes_kwargs(saved):
     model, metadata = load_preset(saved["folder"], dtype="bfloat16")
     assert metadata == saved["metadata"]

@@ -261,11 +261,13 @@ class SANet(keras.Model):
 
         return load_preset(preset, num_classes=num_classes, **kwargs)[0]
 
-    def save_to_preset(self, preset_dir, metadata=None, overwrite=False):
+    def save_to_preset(self, preset_dir, metadata=None, overwrite=False, weights_dtype="float32"):
         """Writes this model as a preset folder; see `keras_sanet.presets.save_preset`."""
         from keras_sanet.presets import save_preset
 
-        return save_preset(self, preset_dir, metadata, overwrite=overwrite)
+        return save_preset(
+            self, preset_dir, metadata, overwrite=overwrite, weights_dtype=weights_dtype
+        )
 
     # -- serialization -----------------------------------------------------
 

@@ -182,7 +182,49 @@ def _complete_metadata(model, metadata):
     return metadata
 
 
-def save_preset(model, preset_dir, metadata=None, overwrite=False):
+WEIGHTS_DTYPES = ("float32", "float16")
+
+
+def store_weights_as_float16(path):
+    """Rewrites every float32 array of a Keras `.weights.h5` file as float16.
+
+    Halves a preset's size. Loading casts the values back to each variable's
+    dtype; the preset's metadata records the storage dtype, and its mIoU is
+    measured on the float16 file (see weights/README.md).
+    """
+    import h5py
+    import numpy as np
+
+    def copy(source, target):
+        target.attrs.update(source.attrs)
+        for name, item in source.items():
+            if isinstance(item, h5py.Group):
+                copy(item, target.create_group(name))
+                continue
+            values = item[()]
+            if item.dtype == np.float32:
+                if np.any(np.abs(values) > np.finfo(np.float16).max):
+                    raise ValueError(
+                        f"Cannot store {item.name} as float16: it holds values beyond "
+                        "float16's range (65504). Save the preset with "
+                        "weights_dtype='float32'."
+                    )
+                values = values.astype(np.float16)
+            target.create_dataset(name, data=values)
+            target[name].attrs.update(item.attrs)
+
+    # h5py does not reclaim the space of deleted datasets: write a new file.
+    half = path + ".float16.tmp"
+    try:
+        with h5py.File(path, "r") as source, h5py.File(half, "w") as target:
+            copy(source, target)
+        os.replace(half, path)
+    finally:
+        if os.path.exists(half):
+            os.remove(half)
+
+
+def save_preset(model, preset_dir, metadata=None, overwrite=False, weights_dtype="float32"):
     """Writes `model` as a preset folder: config.json, model.weights.h5, metadata.json.
 
     Files already in the folder (e.g. a README.md model card written first)
@@ -204,6 +246,9 @@ def save_preset(model, preset_dir, metadata=None, overwrite=False):
             are kept. Versions, parameter count, the input note and file
             hashes are added.
         overwrite: replace an existing preset in `preset_dir`.
+        weights_dtype: `"float32"`, or `"float16"` to store the weights at
+            half the size (they load back into float32 variables; check the
+            mIoU of the stored preset with `keras-sanet eval --preset`).
 
     Returns:
         The completed metadata dict (as written to metadata.json).
@@ -225,6 +270,10 @@ def save_preset(model, preset_dir, metadata=None, overwrite=False):
         raise ValueError(
             f"save_preset saves a keras_sanet SANet; got {type(model).__name__}. Save "
             "other Keras models with model.save('file.keras')."
+        )
+    if weights_dtype not in WEIGHTS_DTYPES:
+        raise ValueError(
+            f"weights_dtype must be one of {WEIGHTS_DTYPES}; got {weights_dtype!r}."
         )
     preset_dir = os.fspath(preset_dir)
     existing = [
@@ -264,6 +313,15 @@ def save_preset(model, preset_dir, metadata=None, overwrite=False):
         clean.set_weights(model.get_weights())
         model = clean
     model.save_weights(os.path.join(preset_dir, WEIGHTS_FILE))
+    if weights_dtype == "float16":
+        try:
+            store_weights_as_float16(os.path.join(preset_dir, WEIGHTS_FILE))
+        except ValueError:
+            # No half-written preset left behind.
+            for name in (CONFIG_FILE, WEIGHTS_FILE):
+                os.remove(os.path.join(preset_dir, name))
+            raise
+    metadata["weights_dtype"] = weights_dtype
     metadata["files"] = file_records(preset_dir)
     with open(os.path.join(preset_dir, METADATA_FILE), "w", encoding="utf-8") as f:
         json.dump(metadata, f, indent=2)
