@@ -83,6 +83,24 @@ def test_shipped_camvid_config_loads():
     assert config.train.head_lr_multiplier == pytest.approx(10.0)
 
 
+SHIPPED_CONFIGS = sorted(
+    os.path.relpath(os.path.join(folder, name), REPO_ROOT)
+    for folder, _, names in os.walk(os.path.join(REPO_ROOT, "configs"))
+    for name in names
+    if name.endswith(".toml")
+)
+
+
+@pytest.mark.parametrize("path", SHIPPED_CONFIGS)
+def test_every_shipped_config_loads_with_a_known_backbone(path):
+    from keras_sanet import backbone_names
+
+    config = load_config(os.path.join(REPO_ROOT, path))
+    assert config.model.backbone in backbone_names()
+    assert config.train.epochs >= 1 and config.train.batch_size >= 1
+    assert config_from_dict(config.to_dict()) == config
+
+
 def test_config_dict_round_trip(config_file):
     config = load_config(config_file, ["train.epochs=7"])
     assert config_from_dict(config.to_dict()) == config
