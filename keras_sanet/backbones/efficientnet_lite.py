@@ -29,6 +29,7 @@ import keras
 from keras_sanet.backbones.convert_torch_backbones import check_converted_weights_file
 from keras_sanet.backbones.convert_torch_backbones import load_converted_weights
 from keras_sanet.backbones.mobilenet_v2 import dilated_block_schedule
+from keras_sanet.backbones.mobile_blocks import conv_bn_relu6
 from keras_sanet.backbones.registry import BackboneSpec
 from keras_sanet.backbones.registry import register_backbone
 from keras_sanet.backbones.registry import validate_output_stride
@@ -96,25 +97,10 @@ def _check_variant(variant):
 def _conv_bn(
     x, filters, kernel_size, stride, dilation, name, dtype, depthwise=False, activation=True
 ):
-    common = dict(
-        kernel_size=kernel_size,
-        strides=stride,
-        dilation_rate=dilation,
-        padding="same",  # TensorFlow's padding, which the weights were trained with
-        use_bias=False,
-        name=f"{name}_conv",
-        dtype=dtype,
+    return conv_bn_relu6(
+        x, filters, kernel_size, stride, dilation, name, dtype, BN_EPSILON, BN_MOMENTUM,
+        depthwise=depthwise, activation=activation,
     )
-    if depthwise:
-        x = keras.layers.DepthwiseConv2D(**common)(x)
-    else:
-        x = keras.layers.Conv2D(filters, **common)(x)
-    x = keras.layers.BatchNormalization(
-        epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_bn", dtype=dtype
-    )(x)
-    if activation:
-        x = keras.layers.ReLU(max_value=6.0, name=f"{name}_relu", dtype=dtype)(x)
-    return x
 
 
 def _mbconv(x, index, kernel_size, stride, dilation, expansion, filters, dtype):

@@ -24,6 +24,7 @@ import keras
 
 from keras_sanet.backbones.convert_torch_backbones import check_converted_weights_file
 from keras_sanet.backbones.convert_torch_backbones import load_converted_weights
+from keras_sanet.backbones.mobile_blocks import conv_bn_relu6
 from keras_sanet.backbones.registry import BackboneSpec
 from keras_sanet.backbones.registry import register_backbone
 from keras_sanet.backbones.registry import validate_output_stride
@@ -95,32 +96,10 @@ def _block_strides():
 def _conv_bn(
     x, filters, kernel_size, stride, dilation, name, dtype, depthwise=False, activation=True
 ):
-    """Conv (or depthwise conv) -> BN -> optional ReLU6, with torch's symmetric padding."""
-    if stride == 2:
-        # torch pads kernel_size // 2 on every side; Keras "same" would pad (0, 1).
-        x = keras.layers.ZeroPadding2D(kernel_size // 2, name=f"{name}_pad", dtype=dtype)(x)
-        padding = "valid"
-    else:
-        padding = "same"  # stride 1, odd kernel: symmetric, exactly torch's padding
-    common = dict(
-        kernel_size=kernel_size,
-        strides=stride,
-        dilation_rate=dilation,
-        padding=padding,
-        use_bias=False,
-        name=f"{name}_conv",
-        dtype=dtype,
+    return conv_bn_relu6(
+        x, filters, kernel_size, stride, dilation, name, dtype, BN_EPSILON, BN_MOMENTUM,
+        depthwise=depthwise, activation=activation, torch_padding=True,
     )
-    if depthwise:
-        x = keras.layers.DepthwiseConv2D(**common)(x)
-    else:
-        x = keras.layers.Conv2D(filters, **common)(x)
-    x = keras.layers.BatchNormalization(
-        epsilon=BN_EPSILON, momentum=BN_MOMENTUM, name=f"{name}_bn", dtype=dtype
-    )(x)
-    if activation:
-        x = keras.layers.ReLU(max_value=6.0, name=f"{name}_relu", dtype=dtype)(x)
-    return x
 
 
 def _inverted_residual(x, index, expansion, filters, stride, dilation, dtype):
