@@ -1,4 +1,4 @@
-"""The `keras-sanet` command: train, eval (and more as they land)."""
+"""The `keras-sanet` command: train, eval, predict, attention, ablation (and more as they land)."""
 
 import argparse
 import importlib
@@ -9,6 +9,14 @@ COMMANDS = {
     "train": ("keras_sanet.training.command", "train a SANet from a TOML config (resumes)"),
     "eval": ("keras_sanet.evaluation.command", "evaluate weights or a preset on a split"),
     "predict": ("keras_sanet.prediction.command", "segment images: colour masks and overlays"),
+    "attention": (
+        "keras_sanet.prediction.attention_command",
+        "draw SA-head attention maps for chosen points (the paper's Figure 6)",
+    ),
+    "ablation": (
+        "keras_sanet.evaluation.ablation",
+        "train and score every row of a paper table, write it in the paper's layout",
+    ),
 }
 
 
