@@ -11,8 +11,8 @@ from keras_sanet import SANet
 from keras_sanet import cli
 from keras_sanet.attention_figure import attention_figure
 from keras_sanet.attention_maps import point_attention_maps
-from keras_sanet.data.dataset_info import CAMVID_INFO
 from keras_sanet.prediction.attention_command import parse_points
+from keras_sanet.visualization import default_palette
 
 CLASS_NAMES = ["sky", "road", "car"]
 PALETTE = [[128, 128, 128], [128, 64, 128], [64, 0, 128]]
@@ -25,7 +25,7 @@ CAMVID_FRAME = os.path.join(
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    """A tiny random preset, a tiny CamVid .weights.h5 with its config, and a PNG."""
+    """A tiny random preset, its .weights.h5 with a training config, and a PNG."""
     keras.utils.set_random_seed(3)
     root = tmp_path_factory.mktemp("attention")
     model = SANet(backbone="resnet18", output_stride=32, num_classes=3)
@@ -33,18 +33,18 @@ def setup(tmp_path_factory):
     model.save_to_preset(
         str(preset), {"dataset": "toy", "class_names": CLASS_NAMES, "palette": PALETTE}
     )
-    camvid_model = SANet(backbone="resnet18", output_stride=32, num_classes=11)
-    camvid_model.build((None, None, None, 3))
-    weights = root / "camvid.weights.h5"
-    camvid_model.save_weights(str(weights))
-    config = root / "camvid.toml"
-    config.write_text('[data]\ndataset = "camvid"\n\n[model]\nbackbone = "resnet18"\n'
-                      "output_stride = 32\n")
+    weights = root / "toy.weights.h5"
+    model.save_weights(str(weights))
+    config = root / "toy.toml"
+    config.write_text(
+        '[data]\ndataset = "folder"\nnum_classes = 3\ntrain_images = "images"\n'
+        'train_masks = "masks"\n\n[model]\nbackbone = "resnet18"\noutput_stride = 32\n'
+    )
     image = np.random.default_rng(0).integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)
     image_path = root / "frame.png"
     Image.fromarray(image).save(image_path)
     return {
-        "model": model, "preset": preset, "camvid_model": camvid_model, "weights": weights,
+        "model": model, "preset": preset, "weights": weights,
         "config": config, "image": image, "image_path": image_path,
     }
 
@@ -75,11 +75,9 @@ def test_weights_with_a_config_into_a_folder(setup, tmp_path):
          "--output", str(tmp_path)]
     )
     assert status == 0
-    maps = point_attention_maps(setup["camvid_model"], setup["image"], [(10, 10)], (2, 3))
-    # The config's dataset (CamVid) gives the class names and colours.
-    expected = attention_figure(
-        setup["image"], maps, CAMVID_INFO.palette, CAMVID_INFO.class_names
-    )
+    maps = point_attention_maps(setup["model"], setup["image"], [(10, 10)], (2, 3))
+    # A folder dataset has no class names: "class <id>" and VOC's colours.
+    expected = attention_figure(setup["image"], maps, default_palette(3))
     np.testing.assert_array_equal(
         _read_png(tmp_path / "frame_attention.png"), np.asarray(expected)
     )

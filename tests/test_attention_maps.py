@@ -16,6 +16,7 @@ from keras_sanet.attention_maps import check_heads
 from keras_sanet.attention_maps import check_points
 from keras_sanet.attention_maps import feature_position
 from keras_sanet.attention_maps import most_activated_channel
+from keras_sanet.attention_maps import PointAttentionMaps
 from keras_sanet.attention_maps import point_attention_maps
 
 IMAGE_SIZE = (48, 64)  # (height, width)
@@ -38,12 +39,9 @@ def toy_reference(toy_model):
     `SANetHeads.head_branches` called eagerly on the backbone's features."""
     image = random_images(height=IMAGE_SIZE[0], width=IMAGE_SIZE[1], seed=5)[0]
     batch = image[None]
-    # Compiled on JAX (its eager ops compile one by one), eager elsewhere (faster there).
-    jax = keras.backend.backend() == "jax"
-    prediction = toy_model.predict_on_batch(batch) if jax else toy_model(batch)
-    prediction = np.argmax(to_numpy(prediction)[0], axis=-1)
-    features = toy_model.backbone.predict_on_batch(batch) if jax else toy_model.backbone(batch)
-    branches = toy_model.heads.head_branches([keras.ops.convert_to_tensor(f) for f in features])
+    # The full call first: it builds the model (SANet.build builds the heads).
+    prediction = np.argmax(to_numpy(toy_model(batch))[0], axis=-1)
+    branches = toy_model.heads.head_branches(toy_model.backbone(batch))
     # The SA module's own identity: output = attention * main + attention.
     for output, main, attention in branches:
         np.testing.assert_allclose(
@@ -93,6 +91,14 @@ def test_feature_position_maps_pixels_onto_the_grid(point, image_size, feature_s
     assert feature_position(point, image_size, feature_size) == expected
 
 
+def _slow_on_jax(test):
+    # Eager JAX compiles each op of the reference (a SANet, layer by layer) on first use:
+    # about two minutes on a 2-core CPU. CI's fast run checks TF and torch; JAX's figure
+    # and command tests below still run the maps end to end.
+    return pytest.mark.slow(test) if keras.backend.backend() == "jax" else test
+
+
+@_slow_on_jax
 @pytest.mark.parametrize("heads", [(1, 4), (2,), (4, 3, 2, 1)])
 def test_point_maps_of_a_toy_model_match_a_numpy_reference(toy_model, toy_reference, heads):
     image, prediction, branches = toy_reference
@@ -116,14 +122,33 @@ def test_point_maps_of_a_toy_model_match_a_numpy_reference(toy_model, toy_refere
             np.testing.assert_allclose(maps.main[key], main[:, :, channel], rtol=1e-5, atol=1e-5)
 
 
-def test_the_figure_lays_out_one_row_per_point(toy_model, toy_reference):
-    image = toy_reference[0]
-    maps = point_attention_maps(toy_model, image, POINTS[:2], heads=(1, 4))
+def _synthetic_maps(points, heads, seed=0):
+    """PointAttentionMaps of random arrays at SANet-like grids (1/4 and 1/16 of 48x64)."""
+    rng = np.random.default_rng(seed)
+    grids = {1: (12, 16), 2: (6, 8), 3: (3, 4), 4: (3, 4)}
+    keys = [(head, index) for head in heads for index in range(len(points))]
+    return PointAttentionMaps(
+        points=tuple(points),
+        heads=tuple(heads),
+        prediction=rng.integers(0, 3, IMAGE_SIZE),
+        distance={key: rng.uniform(0, 5, grids[key[0]]) for key in keys},
+        main={key: rng.uniform(0, 2, grids[key[0]]) for key in keys},
+        main_channel={key: int(rng.integers(0, 8)) for key in keys},
+        feature_points={key: (0, 0) for key in keys},
+    )
+
+
+@pytest.mark.parametrize("heads", [(1, 4), (2,), (1, 2, 3)])
+def test_the_figure_lays_out_one_row_per_point(heads):
+    image = random_images(height=IMAGE_SIZE[0], width=IMAGE_SIZE[1], seed=6)[0]
+    maps = _synthetic_maps(POINTS[:2], heads)
     palette = [(0, 0, 0), (255, 0, 0), (0, 255, 0)]
     narrow = attention_figure(image, maps, palette, panel_width=160)
     wide = attention_figure(image, maps, palette, panel_width=320)
-    # Four map columns (2 heads x 2 maps) set the width: titles wrap to their panel.
-    assert wide.width - narrow.width == 4 * (320 - 160)
+    # Two map columns per head set the width (from 2 heads on; the first row has 4
+    # panels): titles wrap to their panel.
+    columns = max(2 * len(heads), 3)
+    assert wide.width - narrow.width == columns * (320 - 160)
     # Panels are 3/4 as high as wide (the image's aspect); each point row grows by
     # the panel height at least (narrow panels wrap their titles onto more lines).
     assert wide.height - narrow.height >= 2 * (240 - 120)
