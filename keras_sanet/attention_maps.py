@@ -19,7 +19,6 @@ maps.main[(4, 1)]          # head 4, second point: its most activated main chann
 
 import dataclasses
 import numbers
-import weakref
 
 import keras
 import numpy as np
@@ -163,10 +162,6 @@ def _check_position(position, size):
     return row, column
 
 
-# SANet -> its branch probe, built once per model (compiling it is the slow part).
-_PROBES = weakref.WeakKeyDictionary()
-
-
 def branch_probe(model):
     """A functional model: images -> `[logits, main_1, attention_1, ..., main_4, attention_4]`.
 
@@ -182,17 +177,13 @@ def branch_probe(model):
     logits, main_1, attention_1, *rest = branch_probe(model).predict_on_batch(images)
     ```
     """
-    probe = _PROBES.get(model)
-    if probe is None:
-        images = keras.Input((None, None, 3))
-        logits = model(images, training=False)
-        branches = model.heads.head_branches(model.backbone(images, training=False))
-        outputs = [logits]
-        for _, main, attention in branches:
-            outputs += [main, attention]
-        probe = keras.Model(images, outputs, name=f"{model.name}_branch_probe")
-        _PROBES[model] = probe
-    return probe
+    images = keras.Input((None, None, 3))
+    logits = model(images, training=False)
+    branches = model.heads.head_branches(model.backbone(images, training=False))
+    outputs = [logits]
+    for _, main, attention in branches:
+        outputs += [main, attention]
+    return keras.Model(images, outputs, name=f"{model.name}_branch_probe")
 
 
 @dataclasses.dataclass(frozen=True)

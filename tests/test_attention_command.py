@@ -49,6 +49,13 @@ def setup(tmp_path_factory):
     }
 
 
+def _slow_on_jax(test):
+    # JAX compiles every random initialiser of a SANet it builds or loads (about half a
+    # minute per model on a 2-core CPU): the fast run checks these on TF and torch; on
+    # JAX it keeps the preset command end to end.
+    return pytest.mark.slow(test) if keras.backend.backend() == "jax" else test
+
+
 def _read_png(path):
     with Image.open(path) as picture:
         return np.asarray(picture.convert("RGB"))
@@ -68,6 +75,7 @@ def test_the_command_writes_the_figure_of_the_preset(setup, tmp_path, capsys):
     assert "point 2 (50,30) head 4:" in printed and f"Wrote {output}" in printed
 
 
+@_slow_on_jax
 def test_weights_with_a_config_into_a_folder(setup, tmp_path):
     status = cli.main(
         ["attention", str(setup["image_path"]), "--weights", str(setup["weights"]),
@@ -123,12 +131,6 @@ def test_errors_name_the_problem_and_the_fix(setup, tmp_path, capsys, argv, matc
 
 def test_parse_points():
     assert parse_points(["385,215", " 0, 7"]) == ((385, 215), (0, 7))
-
-
-def _slow_on_jax(test):
-    # JAX compiles every random initialiser of the preset's SANet before its weights
-    # replace them (about a minute on a 2-core CPU): the fast run checks TF and torch.
-    return pytest.mark.slow(test) if keras.backend.backend() == "jax" else test
 
 
 @_slow_on_jax

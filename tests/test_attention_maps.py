@@ -92,9 +92,9 @@ def test_feature_position_maps_pixels_onto_the_grid(point, image_size, feature_s
 
 
 def _slow_on_jax(test):
-    # Eager JAX compiles each op of the reference (a SANet, layer by layer) on first use:
-    # about two minutes on a 2-core CPU. CI's fast run checks TF and torch; JAX's figure
-    # and command tests below still run the maps end to end.
+    # JAX compiles each random initialiser of a SANet it builds, and each op of the eager
+    # reference, on first use: minutes on a 2-core CPU. The fast run checks these on TF
+    # and torch; on JAX, test_attention_command.py still runs the maps end to end.
     return pytest.mark.slow(test) if keras.backend.backend() == "jax" else test
 
 
@@ -207,6 +207,7 @@ def test_positions_outside_the_feature_map_are_refused(position):
         most_activated_channel(np.zeros((5, 4, 2), "float32"), position)
 
 
+@_slow_on_jax
 def test_a_model_without_sa_heads_is_refused():
     model = SANet(backbone="resnet18", num_classes=3, output_stride=32, attention="none")
     with pytest.raises(ValueError, match="attention='none'. Use a SANet preset"):
