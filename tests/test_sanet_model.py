@@ -221,3 +221,16 @@ def test_config_round_trip_builds_the_same_architecture():
     assert clone.count_params() == model.count_params()
     assert clone.get_config() == config
     assert config["backbone_weights"] is None
+
+
+def test_head_branches_before_the_first_call_keep_the_model_usable():
+    # The attention-map command probes the heads' branches; building the heads
+    # that way first must not break the model's own build afterwards.
+    model = SANet(backbone="resnet18", num_classes=3, output_stride=32)
+    images = random_images(1, 64, 64)
+    branches = model.heads.head_branches(model.backbone(images))
+    assert len(branches) == 4
+    weights_before = [to_numpy(w) for w in model.heads.weights]
+    assert tuple(model(images).shape) == (1, 64, 64, 3)
+    for before, after in zip(weights_before, model.heads.weights):
+        np.testing.assert_array_equal(before, to_numpy(after))

@@ -135,7 +135,9 @@ class SANet(keras.Model):
         check_image_shape(input_shape)
         # Create every head variable now (the training-only auxiliary head too),
         # so JAX's stateless training finds all of them before the first step.
-        self.heads.build([tuple(f.shape) for f in self.backbone.outputs])
+        # (Heads already built, e.g. by a head_branches call, keep their weights.)
+        if not self.heads.built:
+            self.heads.build([tuple(f.shape) for f in self.backbone.outputs])
         self.built = True
 
     def call(self, images, training=False):
