@@ -1,4 +1,4 @@
-"""The `keras-sanet` command: train, eval, predict, attention (and more as they land)."""
+"""The `keras-sanet` command: train, eval, predict, attention, ablation (and more as they land)."""
 
 import argparse
 import importlib
@@ -12,6 +12,10 @@ COMMANDS = {
     "attention": (
         "keras_sanet.prediction.attention_command",
         "draw SA-head attention maps for chosen points (the paper's Figure 6)",
+    ),
+    "ablation": (
+        "keras_sanet.evaluation.ablation",
+        "train and score every row of a paper table, write it in the paper's layout",
     ),
 }
 

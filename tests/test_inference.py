@@ -59,13 +59,53 @@ def model_numpy(model, images):
 
 @pytest.mark.parametrize("size", [(12, 16), (37, 53), (32, 32)])
 @pytest.mark.parametrize("crop_size", [None, (64, 64), (37, 53)])
-def test_single_pass_is_exactly_the_model_call(size, crop_size):
+@pytest.mark.parametrize("own_base_size", [False, True])
+def test_single_pass_is_exactly_the_model_call(size, crop_size, own_base_size):
     model = context_model()
     images = random_images(2, *size)
     expected = to_numpy(model(images))
-    got = to_numpy(predict_logits(model, images, crop_size=crop_size))
+    # A base size equal to the long side is scale 1.0 of the image's own size.
+    base_size = max(size) if own_base_size else None
+    got = to_numpy(predict_logits(model, images, crop_size=crop_size, base_size=base_size))
     assert got.shape == expected.shape
     np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("scale", [0.5, 1.0, 1.75])
+@pytest.mark.parametrize("crop_size", [None, (12, 16)])
+@pytest.mark.parametrize("base_size", [None, 40])
+def test_multi_scale_path_with_one_scale_and_no_flip_is_the_single_scale_path(
+    scale, crop_size, base_size
+):
+    # The protocol's multi-scale path (scales list, base size, windows), given
+    # one scale and no flip, must be the plain single-scale computation: the
+    # image resized to that scale, predicted (whole or by windows) as one pass,
+    # the logits resized back. No averaging, no softmax round trip.
+    model = context_model()
+    images = random_images(2, 21, 30, seed=11)
+    target = scaled_size((21, 30), scale, base_size)
+    resized = keras.ops.image.resize(images, target, interpolation="bilinear", antialias=False)
+    if target == (21, 30):
+        resized = images
+    single = predict_logits(model, resized, crop_size=crop_size)  # one scale, no flip
+    expected = to_numpy(
+        keras.ops.image.resize(single, (21, 30), interpolation="bilinear", antialias=False)
+        if target != (21, 30)
+        else single
+    )
+    got = to_numpy(
+        predict_logits(
+            model, images, scales=(scale,), flip=False, crop_size=crop_size, base_size=base_size
+        )
+    )
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
+    # ...and the same argmax as the averaging path fed the same pass twice.
+    twice = to_numpy(
+        predict_logits(
+            model, images, scales=(scale, scale), crop_size=crop_size, base_size=base_size
+        )
+    )
+    np.testing.assert_allclose(softmax(twice), softmax(got), atol=1e-5)
 
 
 @pytest.mark.parametrize("crop_size", [(37, 53), (37, 60), (40, 53), 64])
@@ -240,6 +280,21 @@ def test_scaled_size(size, scale, expected):
 
 
 @pytest.mark.parametrize(
+    "size, scale, expected",
+    [
+        # PyTorch-Encoding: long side ceil(520 * s), short side int(short * long / long0 + 0.5).
+        ((375, 500), 1.0, (390, 520)),
+        ((375, 500), 0.5, (195, 260)),
+        ((375, 500), 1.75, (683, 910)),
+        ((500, 333), 0.75, (390, 260)),
+        ((500, 500), 1.25, (650, 650)),
+    ],
+)
+def test_scaled_size_from_a_base_size(size, scale, expected):
+    assert scaled_size(size, scale, base_size=520) == expected
+
+
+@pytest.mark.parametrize(
     "kwargs, match",
     [
         ({"crop_size": 0}, "crop_size"),
@@ -250,6 +305,8 @@ def test_scaled_size(size, scale, expected):
         ({"stride_ratio": 0}, "stride_ratio"),
         ({"stride_ratio": 1.5}, "stride_ratio"),
         ({"num_classes": 7}, "predicts 4 classes"),
+        ({"base_size": 0}, "base_size"),
+        ({"base_size": -520}, "base_size"),
     ],
 )
 def test_bad_arguments_name_the_fix(kwargs, match):

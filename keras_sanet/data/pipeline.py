@@ -24,6 +24,7 @@ from keras_sanet.data.augment import (
     DEFAULT_SCALE_RANGE,
     check_scale_range,
     normalize_size,
+    pad_to_size,
     resize_pair,
     train_augment,
 )
@@ -109,8 +110,9 @@ def _check_eval_batching(pairs, report, batch_size):
             raise ValueError(
                 f"Cannot batch evaluation images of different sizes with batch_size="
                 f"{batch_size}: {path_a!r} is {size_a[1]}x{size_a[0]} but {path_b!r} is "
-                f"{size_b[1]}x{size_b[0]} (width x height). Use batch_size=1, or "
-                "eval_size=(height, width) to resize every pair to one size."
+                f"{size_b[1]}x{size_b[0]} (width x height). Use batch_size=1, "
+                "eval_pad_size=(height, width) to pad every pair to one size (exact scores), "
+                "or eval_size=(height, width) to resize every pair."
             )
 
 
@@ -178,6 +180,7 @@ def segmentation_dataset(
     flip=True,
     image_pad_value=0.0,
     eval_size=None,
+    eval_pad_size=None,
     shuffle=False,
     seed=None,
     repeat=False,
@@ -276,12 +279,24 @@ def segmentation_dataset(
             )
     if eval_size is not None:
         eval_size = normalize_size(eval_size, "eval_size")
+    if eval_pad_size is not None:
+        if eval_size is not None:
+            raise ValueError(
+                "Pass eval_size (resize every pair) or eval_pad_size (pad every pair), not "
+                "both."
+            )
+        eval_pad_size = normalize_size(eval_pad_size, "eval_pad_size")
 
     table = label_lookup_table(label_map)
     report = None
     if validate:
         report = validate_pairs(pairs, num_classes, ignore_index, label_map, progress=progress)
-        if not augment and eval_size is None and batch_size not in (None, 1):
+        if (
+            not augment
+            and eval_size is None
+            and eval_pad_size is None
+            and batch_size not in (None, 1)
+        ):
             _check_eval_batching(pairs, report, batch_size)
     if mask_decoder == "auto":
         modes = report.mask_modes if report is not None else {_peek_mask_mode(pairs[0][1])}
@@ -335,6 +350,23 @@ def segmentation_dataset(
             return image, mask
 
         ds = ds.map(resize_for_eval, num_parallel_calls=num_parallel_calls)
+    elif eval_pad_size is not None:
+
+        def pad_for_eval(image, mask):
+            image, mask = pad_to_size(
+                tf.cast(image, tf.float32),
+                mask,
+                eval_pad_size,
+                image_pad_value=image_pad_value,
+                ignore_index=ignore_index,
+            )
+            image = image[: eval_pad_size[0], : eval_pad_size[1]]
+            mask = mask[: eval_pad_size[0], : eval_pad_size[1]]
+            image.set_shape([*eval_pad_size, 3])
+            mask.set_shape(eval_pad_size)
+            return image, mask
+
+        ds = ds.map(pad_for_eval, num_parallel_calls=num_parallel_calls)
     else:
         ds = ds.map(
             lambda image, mask: (tf.cast(image, tf.float32), mask),

@@ -10,9 +10,11 @@ results = evaluation.evaluate_model(
 print(evaluation.format_table(results))
 ```
 
-From the shell: `keras-sanet eval --run-dir runs/camvid --flip --scales 0.5,...`.
+From the shell: `keras-sanet eval --run-dir runs/camvid --flip --scales 0.5,...`, and
+`keras-sanet ablation configs/paper/tables/table2_context59.toml` for a whole paper table.
 """
 
+from keras_sanet.evaluation.ablation import run_ablation
 from keras_sanet.evaluation.evaluate import evaluate_model
 from keras_sanet.evaluation.evaluate import format_table
 from keras_sanet.evaluation.evaluate import summarize_confusion_matrix

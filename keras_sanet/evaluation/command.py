@@ -8,7 +8,8 @@ import os
 from keras_sanet.data.dataset_info import IGNORE_INDEX
 
 PAPER_SCALES = "0.5,0.75,1.0,1.25,1.5,1.75"
-DATASETS = ("camvid", "folder")
+# The named datasets of keras_sanet.data.readers, then any folder of pairs.
+DATASETS = ("camvid", "voc", "voc_aug", "context59", "context60", "folder")
 RUN_DIR_CONFIG = "config.json"
 # --checkpoint -> file inside a run folder, as keras_sanet.training.trainer writes them.
 RUN_DIR_CHECKPOINTS = {
@@ -35,9 +36,14 @@ The model comes from exactly one of:
   --preset NAME_OR_DIR            a zoo preset (SANet.from_preset); its metadata's
                                   dataset is the default dataset
 
-The data defaults to the config's [data] section (its val split), else CamVid;
-options given here win. The paper's test protocol is
-  --scales 0.5,0.75,1.0,1.25,1.5,1.75 --flip --crop-size H,W   (the training crop).
+The data defaults to the config's [data] section, else CamVid; the split and
+the test protocol default to the config's [eval] section (the paper configs
+carry the paper's protocol), else val, single scale, no flip, whole images.
+Options given here win. The paper's test protocol is
+  --scales 0.5,0.75,1.0,1.25,1.5,1.75 --flip --crop-size H,W   (the training crop)
+and on PASCAL also --base-size 520 (PyTorch-Encoding: scale s sets the long side
+to 520*s). Context-59 scores 59 classes with background ignored, Context-60 counts
+background as a 60th class; VOC scores 21 classes, its 255 borders ignored.
 """
 
 
@@ -70,8 +76,14 @@ def add_arguments(parser):
         "--dataset", choices=DATASETS, default=None,
         help="dataset reader (default: the config's, else camvid)",
     )
-    data.add_argument("--root", help="CamVid folder (default: the config's data.root)")
-    data.add_argument("--split", default="val", help="split to score (default: val)")
+    data.add_argument(
+        "--root",
+        help="the named dataset's folder: CamVid's, VOCdevkit/VOC2012 (voc, voc_aug) or "
+        "VOCdevkit/VOC2010 (context59, context60) (default: the config's data.root)",
+    )
+    data.add_argument(
+        "--split", default=None, help="split to score (default: the config's eval.split, else val)"
+    )
     data.add_argument("--images", help="folder of images (--dataset folder)")
     data.add_argument("--masks", help="folder of class-id masks (--dataset folder)")
     data.add_argument(
@@ -86,18 +98,29 @@ def add_arguments(parser):
     data.add_argument("--batch-size", type=int, default=1, help="images per batch (default 1)")
     data.add_argument("--limit", type=int, default=None, help="score only the first N images")
 
-    protocol = parser.add_argument_group("test protocol")
+    protocol = parser.add_argument_group(
+        "test protocol (defaults: the config's [eval] section, else single scale)"
+    )
     protocol.add_argument(
-        "--scales", default="1.0",
+        "--scales", default=None,
         help=f"comma-separated scale factors (default 1.0; the paper: {PAPER_SCALES})",
     )
-    protocol.add_argument("--flip", action="store_true", help="also predict mirrored images")
     protocol.add_argument(
-        "--crop-size", metavar="H,W", default=None,
-        help="sliding-window size, e.g. 360,480 (default: whole images)",
+        "--flip", action=argparse.BooleanOptionalAction, default=None,
+        help="also predict mirrored images (--no-flip: do not, whatever the config says)",
     )
     protocol.add_argument(
-        "--stride-ratio", type=float, default=2 / 3,
+        "--crop-size", metavar="H,W", default=None,
+        help="sliding-window size, e.g. 360,480 or 480 (default: whole images; 0: whole "
+        "images whatever the config says)",
+    )
+    protocol.add_argument(
+        "--base-size", type=int, default=None,
+        help="long side at scale 1 (PyTorch-Encoding's PASCAL protocol: 520); default 0: "
+        "scales multiply each image's own size",
+    )
+    protocol.add_argument(
+        "--stride-ratio", type=float, default=None,
         help="window stride as a fraction of the crop (default 2/3)",
     )
 
@@ -131,8 +154,8 @@ def parse_scales(text):
 
 
 def parse_crop_size(text):
-    """`"360,480"` -> `(360, 480)`, `"512"` -> `(512, 512)`, `None` -> `None`."""
-    if text is None:
+    """`"360,480"` -> `(360, 480)`, `"512"` -> `(512, 512)`, `None` or `"0"` -> `None`."""
+    if text is None or str(text).strip() == "0":
         return None
     try:
         sides = tuple(int(part) for part in str(text).split(","))
@@ -294,7 +317,8 @@ def _int_label_map(label_map):
 
 def _build_dataset(args, data_config, model_num_classes, preset_metadata=None):
     """Returns `(name, tf_dataset, num_classes, class_names, ignore_index, num_images)`."""
-    from keras_sanet.data import CAMVID_INFO, camvid_pairs, folder_pairs, segmentation_dataset
+    from keras_sanet.data import folder_pairs, named_dataset_info, named_pairs
+    from keras_sanet.data import segmentation_dataset
 
     preset_metadata = preset_metadata or {}
     preset_dataset = preset_metadata.get("dataset")
@@ -310,21 +334,33 @@ def _build_dataset(args, data_config, model_num_classes, preset_metadata=None):
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit {args.limit} must be >= 1 (images to score).")
 
-    if dataset == "camvid":
-        root = args.root or (data_config.root if data_config else None)
+    if dataset != "folder":
+        info = named_dataset_info(dataset)
+        root = args.root
+        if not root and data_config is not None and data_config.dataset == dataset:
+            root = data_config.root
+        if not root and dataset == "camvid" and data_config is not None:
+            root = data_config.root
         if not root:
             raise ValueError(
-                "No CamVid folder: pass --root (the folder holding val/, valannot/, val.txt)."
+                f"No {dataset} folder: pass --root (see keras-sanet eval --help for the folder "
+                "each dataset expects)."
             )
-        if args.num_classes not in (None, CAMVID_INFO.num_classes):
+        if args.num_classes not in (None, info.num_classes):
             raise ValueError(
-                f"--num-classes {args.num_classes} does not match CamVid's "
-                f"{CAMVID_INFO.num_classes} classes; leave it out."
+                f"--num-classes {args.num_classes} does not match {dataset}'s "
+                f"{info.num_classes} classes; leave it out."
             )
-        pairs = camvid_pairs(root, args.split)
-        num_classes, class_names = CAMVID_INFO.num_classes, list(CAMVID_INFO.class_names)
-        reader_kwargs = {"dataset_info": CAMVID_INFO}
-        ignore_index = CAMVID_INFO.ignore_index
+        if args.split not in info.splits:
+            raise ValueError(
+                f"--split {args.split!r} is not a split of {dataset}; use one of "
+                f"{', '.join(info.splits)}."
+            )
+        pairs = named_pairs(dataset, root, args.split)
+        num_classes, class_names = info.num_classes, list(info.class_names)
+        # Palette PNGs (VOC) are read as indices by Pillow either way.
+        reader_kwargs = {"dataset_info": info}
+        ignore_index = info.ignore_index
     else:
         images, masks = args.images, args.masks
         if data_config is not None and data_config.dataset == "folder":
@@ -373,6 +409,39 @@ def _build_dataset(args, data_config, model_num_classes, preset_metadata=None):
     return dataset, ds, num_classes, class_names, ignore_index, len(pairs)
 
 
+def resolve_protocol(args, eval_config=None):
+    """The split and test protocol: the command line, else the config's [eval], else defaults.
+
+    Returns:
+        A dict with `split`, `scales`, `flip`, `crop_size`, `base_size`
+        (`None` for own-size scaling) and `stride_ratio`.
+    """
+    from keras_sanet.training.config import EvalConfig
+
+    e = eval_config or EvalConfig()
+    scales = parse_scales(args.scales) if args.scales is not None else tuple(
+        float(v) for v in e.scales
+    )
+    if args.crop_size is not None:
+        crop_size = parse_crop_size(args.crop_size)
+    else:
+        crop_size = tuple(e.crop_size) or None
+    base_size = e.base_size if args.base_size is None else args.base_size
+    if base_size < 0:
+        raise ValueError(f"--base-size {base_size} must be >= 0 (0: each image's own size).")
+    stride_ratio = e.stride_ratio if args.stride_ratio is None else args.stride_ratio
+    if not 0 < stride_ratio <= 1:
+        raise ValueError(f"--stride-ratio {stride_ratio} must be in (0, 1]; the paper uses 2/3.")
+    return {
+        "split": args.split or e.split,
+        "scales": scales,
+        "flip": e.flip if args.flip is None else bool(args.flip),
+        "crop_size": crop_size,
+        "base_size": base_size or None,
+        "stride_ratio": float(stride_ratio),
+    }
+
+
 def _default_output(args, weights_path, dataset):
     suffix = f".eval-{dataset}-{args.split}.json"
     if weights_path is None:  # a preset
@@ -395,12 +464,10 @@ def run(args):
     from keras_sanet.evaluation.evaluate import evaluate_model, format_table
 
     source = _model_source(args)
-    scales = parse_scales(args.scales)
-    crop_size = parse_crop_size(args.crop_size)
-    if not 0 < args.stride_ratio <= 1:
-        raise ValueError(
-            f"--stride-ratio {args.stride_ratio} must be in (0, 1]; the paper uses 2/3."
-        )
+    # Parse the protocol options before any loading, so typos fail fast.
+    if args.scales is not None:
+        parse_scales(args.scales)
+    parse_crop_size(args.crop_size)
 
     weights_path = config_path = None
     if source != "--preset":
@@ -409,6 +476,8 @@ def run(args):
         config_path = args.config
     config = _read_config(config_path) if config_path else None
     data_config = config.data if config else None
+    protocol = resolve_protocol(args, config.eval if config else None)
+    args.split = protocol["split"]
 
     preset_metadata = {}
     if source == "--preset":
@@ -437,10 +506,11 @@ def run(args):
         num_classes,
         class_names=class_names,
         ignore_index=ignore_index,
-        scales=scales,
-        flip=args.flip,
-        crop_size=crop_size,
-        stride_ratio=args.stride_ratio,
+        scales=protocol["scales"],
+        flip=protocol["flip"],
+        crop_size=protocol["crop_size"],
+        stride_ratio=protocol["stride_ratio"],
+        base_size=protocol["base_size"],
         progress=not args.no_progress,
         limit=args.limit,
         jit=not args.no_jit,
@@ -454,6 +524,8 @@ def run(args):
             "preset": args.preset,
         }
     )
+    if config is not None and (config.paper.figure or config.paper.mean_iou):
+        results["paper"] = dataclasses.asdict(config.paper)
     output = args.output or _default_output(args, weights_path, dataset_name)
     output_dir = os.path.dirname(os.path.abspath(output))
     os.makedirs(output_dir, exist_ok=True)

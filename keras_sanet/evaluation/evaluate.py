@@ -8,6 +8,7 @@ from keras import ops
 from tqdm.auto import tqdm
 
 from keras_sanet.evaluation.inference import (
+    _check_base_size,
     _check_stride_ratio,
     _normalize_crop_size,
     _normalize_scales,
@@ -102,6 +103,7 @@ def evaluate_model(
     limit=None,
     jit=True,
     total_images=None,
+    base_size=None,
 ):
     """Scores `model` on a split: mIoU and pixel accuracy from one confusion matrix.
 
@@ -123,9 +125,10 @@ def evaluate_model(
         num_classes: `K`, the number of classes of the model and dataset.
         class_names: `K` names for the per-class table (default `class_0`...).
         ignore_index: mask value left out of the scores (`None`: none).
-        scales, flip, crop_size, stride_ratio: the test protocol, see
-            `predict_logits`. The paper: `scales=(0.5, 0.75, 1.0, 1.25, 1.5,
-            1.75)`, `flip=True`, `crop_size` = the training crop.
+        scales, flip, crop_size, stride_ratio, base_size: the test protocol,
+            see `predict_logits`. The paper: `scales=(0.5, 0.75, 1.0, 1.25,
+            1.5, 1.75)`, `flip=True`, `crop_size` = the training crop; on
+            PASCAL `base_size=520` (PyTorch-Encoding).
         progress: show a tqdm progress bar over images.
         limit: score only the first `limit` images (quick checks).
         jit: call a Keras model through its compiled `predict_on_batch`
@@ -139,7 +142,7 @@ def evaluate_model(
         `confusion_matrix` (list of lists, rows labels), `num_images`,
         `num_pixels` (scored pixels), `num_classes`, `class_names`,
         `ignore_index`, `scales`, `flip`, `crop_size`, `stride_ratio`,
-        `limit`, `backend`.
+        `base_size`, `limit`, `backend`.
 
     Example:
 
@@ -169,6 +172,7 @@ def evaluate_model(
     scales = _normalize_scales(scales)
     crop_size = _normalize_crop_size(crop_size)
     _check_stride_ratio(stride_ratio)
+    base_size = _check_base_size(base_size)
 
     predictor = _compiled_predictor(model, jit)
     # One metric computes each batch's matrix (ignore handling included); the
@@ -192,6 +196,7 @@ def evaluate_model(
                 crop_size=crop_size,
                 stride_ratio=stride_ratio,
                 num_classes=num_classes,
+                base_size=base_size,
             )
             predictions = ops.argmax(logits, axis=-1)
             metric.reset_state()
@@ -227,6 +232,7 @@ def evaluate_model(
         "flip": bool(flip),
         "crop_size": None if crop_size is None else list(crop_size),
         "stride_ratio": float(stride_ratio),
+        "base_size": base_size,
         "limit": limit,
         "backend": keras.backend.backend(),
     }

@@ -17,9 +17,11 @@ Where we differ from PyTorch-Encoding's `MultiEvalModule`, and why:
   flips (each pass counts once, values stay in 0..1) and return their log,
   `log(mean_p)`: logits whose softmax is exactly the averaged probability,
   so one output type serves one pass and many.
-- Scales multiply the image's own size (PyTorch-Encoding scales a fixed
-  `base_size`, e.g. 520 for PASCAL, on the long side). With CamVid's 480x360
-  frames, scale 1.0 is the frame as trained.
+- Scales multiply the image's own size by default. With `base_size` they
+  follow PyTorch-Encoding: scale `s` makes the long side
+  `ceil(base_size * s)` (520 on PASCAL, whose images differ in size), the
+  short side keeping the aspect ratio. With CamVid's 480x360 frames, scale
+  1.0 of the own size is the frame as trained.
 - Windows. Overlapping windows are averaged in logit space by a count map,
   as in PyTorch-Encoding, but a window running off the bottom/right edge is
   shifted back inside the image (as mmsegmentation does) instead of being
@@ -95,14 +97,40 @@ def _check_stride_ratio(stride_ratio):
         )
 
 
-def scaled_size(size, scale):
-    """The `(height, width)` of an image of `size` scaled by `scale` (rounded, >= 1).
+def _check_base_size(base_size):
+    if base_size is None:
+        return None
+    if isinstance(base_size, bool) or not isinstance(base_size, numbers.Real) or not (
+        base_size > 0
+    ):
+        raise ValueError(
+            f"base_size={base_size!r} must be None (scale each image's own size) or a positive "
+            "number: the long side at scale 1, e.g. 520 as PyTorch-Encoding on PASCAL."
+        )
+    return base_size
+
+
+def scaled_size(size, scale, base_size=None):
+    """The `(height, width)` of an image of `size` at test scale `scale`.
+
+    Without `base_size` both sides are multiplied by `scale` (rounded,
+    >= 1). With it, the long side becomes `ceil(base_size * scale)` and the
+    short side keeps the aspect ratio, as PyTorch-Encoding's `MultiEvalModule`
+    computes it.
 
     Example:
     >>> scaled_size((360, 480), 0.75)
     (270, 360)
+    >>> scaled_size((375, 500), 1.0, base_size=520)
+    (390, 520)
     """
-    return tuple(max(1, int(math.floor(s * scale + 0.5))) for s in size)
+    if base_size is None:
+        return tuple(max(1, int(math.floor(s * scale + 0.5))) for s in size)
+    height, width = size
+    long_side = max(1, int(math.ceil(base_size * scale)))
+    if height > width:
+        return long_side, max(1, int(1.0 * width * long_side / height + 0.5))
+    return max(1, int(1.0 * height * long_side / width + 0.5)), long_side
 
 
 def window_starts(length, crop, stride):
@@ -203,10 +231,12 @@ def predict_logits(
     crop_size=None,
     stride_ratio=2 / 3,
     num_classes=None,
+    base_size=None,
 ):
     """Class logits of a batch under the paper's test protocol (multi-scale, flip, windows).
 
-    For each scale the batch is resized (bilinear) to `scaled_size`; if the
+    For each scale the batch is resized (bilinear) to `scaled_size` (of the
+    image's own size, or of `base_size` on the long side); if the
     scaled image exceeds `crop_size` on either side it is predicted by
     sliding windows of `crop_size` with stride `ceil(crop * stride_ratio)`
     (padded with black where smaller than the crop; overlapping window logits
@@ -217,9 +247,12 @@ def predict_logits(
     averaged probability (see the module docstring for why probabilities
     and not PyTorch-Encoding's `exp` of summed logits).
 
-    With one pass (`scales=(1.0,)`, `flip=False`, `crop_size=None`, or an
-    image no larger than the crop) the model's own logits are returned
-    unchanged: `predict_logits(model, x)` is exactly `model(x)`.
+    With one scale and no flip this is the single-scale path: the image
+    resized to that scale, predicted whole or by windows, and the logits
+    resized back, nothing averaged. At scale 1.0 of the image's own size
+    (no `base_size`, or one equal to the long side) with an image no larger
+    than the crop, the model's own logits are returned unchanged:
+    `predict_logits(model, x)` is exactly `model(x)`.
 
     Args:
         model: a Keras model or any callable mapping float RGB images
@@ -233,6 +266,8 @@ def predict_logits(
             sliding-window size, normally the training crop.
         stride_ratio: window stride as a fraction of the crop, in (0, 1].
         num_classes: if given, the model's class count is checked against it.
+        base_size: `None` (scales multiply each image's own size) or the long
+            side at scale 1, e.g. 520 (PyTorch-Encoding's PASCAL protocol).
 
     Returns:
         A float tensor `(N, H, W, K)` of logits at the input size.
@@ -250,6 +285,7 @@ def predict_logits(
     scales = _normalize_scales(scales)
     crop_size = _normalize_crop_size(crop_size)
     _check_stride_ratio(stride_ratio)
+    base_size = _check_base_size(base_size)
     images = ops.convert_to_tensor(images)
     if len(images.shape) != 4 or images.shape[-1] != 3:
         raise ValueError(
@@ -262,7 +298,8 @@ def predict_logits(
 
     passes = []
     for scale in scales:
-        scaled = resize_to(images, scaled_size(size, scale), "bilinear")
+        # resize_to returns its input unchanged at the same size.
+        scaled = resize_to(images, scaled_size(size, scale, base_size), "bilinear")
         # The mirror is predicted in the same model call as the image (one
         # batch of 2N), which halves the calls and their dispatch cost.
         batch = ops.concatenate([scaled, ops.flip(scaled, axis=2)], axis=0) if flip else scaled

@@ -13,9 +13,10 @@ def add_arguments(parser):
     )
     parser.add_argument(
         "--distribution",
-        choices=("none", "mirrored", "data_parallel"),
+        choices=("none", "mirrored", "data_parallel", "auto"),
         help="multi-device training: 'mirrored' (TensorFlow MirroredStrategy, "
-        "synchronized batch norm) or 'data_parallel' (JAX); overrides train.distribution",
+        "synchronized batch norm), 'data_parallel' (JAX) or 'auto' (whichever fits the "
+        "backend when several GPUs are visible); overrides train.distribution",
     )
     parser.add_argument(
         "--output-dir", help="where checkpoints and logs go; overrides train.output_dir"

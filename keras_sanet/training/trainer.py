@@ -18,18 +18,75 @@ from keras_sanet.training.optimizers import sgd_poly
 
 BEST_METRIC = "val_mean_iou"
 # Train settings that fix the data stream and the learning-rate schedule of a run.
-SCHEDULE_KEYS = ("batch_size", "epochs", "steps_per_epoch", "learning_rate", "poly_power", "seed")
+SCHEDULE_KEYS = (
+    "batch_size",
+    "epochs",
+    "steps_per_epoch",
+    "learning_rate",
+    "reference_batch_size",
+    "poly_power",
+    "seed",
+)
+
+
+def _accelerator_count(backend):
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return len(tf.config.list_logical_devices("GPU")) + len(
+            tf.config.list_logical_devices("TPU")
+        )
+    if backend == "jax":
+        import jax
+
+        return len([d for d in jax.local_devices() if d.platform != "cpu"])
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return 0
+
+
+def resolve_distribution(kind):
+    """`"auto"` -> the distribution this backend and machine call for; other kinds unchanged.
+
+    `"auto"` is `"mirrored"` on TensorFlow and `"data_parallel"` on JAX when
+    more than one GPU/TPU is visible, else `"none"` (one device, or the
+    PyTorch backend, for which Keras has no multi-device training: a warning
+    says so when several GPUs are visible).
+
+    Example:
+    >>> resolve_distribution("auto")  # on a CPU-only machine
+    'none'
+    """
+    if kind != "auto":
+        return kind
+    backend = keras.backend.backend()
+    count = _accelerator_count(backend)
+    if count > 1 and backend == "tensorflow":
+        return "mirrored"
+    if count > 1 and backend == "jax":
+        return "data_parallel"
+    if count > 1:
+        warnings.warn(
+            f"{count} GPUs are visible but the {backend} backend trains on one device (Keras "
+            "has no PyTorch distribution); use KERAS_BACKEND=tensorflow or jax to use them all.",
+            stacklevel=2,
+        )
+    return "none"
 
 
 def check_distribution(kind):
     """Raises a ValueError unless distribution `kind` runs on the current backend.
 
     Args:
-        kind: `"none"`, `"mirrored"` (TensorFlow) or `"data_parallel"` (JAX).
+        kind: `"none"`, `"mirrored"` (TensorFlow), `"data_parallel"` (JAX) or
+            `"auto"` (always runs; see `resolve_distribution`).
 
     Example:
     >>> check_distribution("none")
     """
+    kind = resolve_distribution(kind)
     backend = keras.backend.backend()
     if kind == "mirrored" and backend != "tensorflow":
         raise ValueError(
@@ -44,8 +101,9 @@ def check_distribution(kind):
         )
     if kind not in ("none", "mirrored", "data_parallel"):
         raise ValueError(
-            f"Unknown distribution {kind!r}; use 'none', 'mirrored' or 'data_parallel'."
+            f"Unknown distribution {kind!r}; use 'none', 'mirrored', 'data_parallel' or 'auto'."
         )
+
 
 
 def distribution_scope(kind):
@@ -64,6 +122,7 @@ def distribution_scope(kind):
     ...     model = build_model(config, num_classes=11)
     """
     check_distribution(kind)
+    kind = resolve_distribution(kind)
     if kind == "mirrored":
         import tensorflow as tf
 
@@ -82,6 +141,7 @@ def replica_count(kind):
     ...     replica_count("none")
     1
     """
+    kind = resolve_distribution(kind)
     if kind == "mirrored":
         import tensorflow as tf
 
@@ -160,14 +220,21 @@ def build_datasets(config: Config, replicas=1):
         scale_range=tuple(d.scale_range),
         flip=d.flip,
     )
-    if d.dataset == "camvid":
-        train_count = len(data.camvid_pairs(d.root, "train"))
-        train = data.camvid_dataset(
-            d.root, "train", batch_size=t.batch_size, seed=t.seed, repeat=True,
-            drop_remainder=True, **common,
+    val_pad_size = tuple(d.val_pad_size) or None
+    if d.dataset != "folder":
+        # A named dataset: camvid, voc, voc_aug, context59, context60.
+        info = data.named_dataset_info(d.dataset)
+        train_count = len(data.named_pairs(d.dataset, d.root, d.train_split))
+        train = data.named_dataset(
+            d.dataset, d.root, d.train_split, augment=True, shuffle=True,
+            batch_size=t.batch_size, seed=t.seed, repeat=True, drop_remainder=True, **common,
         )
-        val = data.camvid_dataset(d.root, "val", batch_size=val_batch_size)
-        info = data.CAMVID_INFO
+        val = None
+        if d.val_split:
+            val = data.named_dataset(
+                d.dataset, d.root, d.val_split, augment=False, shuffle=False,
+                batch_size=val_batch_size, eval_pad_size=val_pad_size,
+            )
         val = _pad_for_replicas(val, replicas)
         return train, val, train_count, info.num_classes, list(info.class_names)
     label_map = {int(k): int(v) for k, v in d.label_map.items()} or None
@@ -180,7 +247,8 @@ def build_datasets(config: Config, replicas=1):
     if d.val_images:
         val_pairs = data.folder_pairs(d.val_images, d.val_masks)
         val = data.segmentation_dataset(
-            val_pairs, d.num_classes, label_map=label_map, batch_size=val_batch_size
+            val_pairs, d.num_classes, label_map=label_map, batch_size=val_batch_size,
+            eval_pad_size=val_pad_size,
         )
     names = [f"class_{i}" for i in range(d.num_classes)]
     return train, _pad_for_replicas(val, replicas), len(train_pairs), d.num_classes, names
@@ -213,6 +281,28 @@ def build_model(config: Config, num_classes):
         beta=m.beta,
         dtype=m.dtype or None,
     )
+
+
+def load_initial_weights(model, path):
+    """Loads `train.init_weights` (a `.weights.h5` or `.keras` file of the same model)."""
+    path = os.path.expanduser(path)
+    if not os.path.isfile(path):
+        raise ValueError(
+            f"train.init_weights {path!r} does not exist; point it at the .weights.h5 (or "
+            ".keras) file of the run to start from, e.g. RUN/checkpoints/last.weights.h5."
+        )
+    if not path.endswith((".weights.h5", ".keras")):
+        raise ValueError(
+            f"train.init_weights {path!r} must be a .weights.h5 or .keras file of the same "
+            "SANet (same backbone, output stride, heads and classes)."
+        )
+    try:
+        model.load_weights(path)
+    except ValueError as error:
+        raise ValueError(
+            f"Could not load train.init_weights {path!r} into this run's SANet ({error}). It "
+            "must come from a run with the same [model] section and dataset classes."
+        ) from error
 
 
 def build_metrics(model, crop_size):
@@ -260,7 +350,8 @@ def train(config: Config, verbose="auto", callbacks=None):
     """
     t = config.train
     # Fail before reading any data when the backend cannot run the distribution.
-    check_distribution(t.distribution)
+    distribution = resolve_distribution(t.distribution)
+    check_distribution(distribution)
     out = t.output_dir
     backup_dir = os.path.join(out, "backup")
     model_path = os.path.join(out, "model.keras")
@@ -303,8 +394,8 @@ def train(config: Config, verbose="auto", callbacks=None):
     ]
 
     keras.utils.set_random_seed(t.seed)
-    with distribution_scope(t.distribution):
-        replicas = replica_count(t.distribution)
+    with distribution_scope(distribution):
+        replicas = replica_count(distribution)
         if t.batch_size % replicas:
             raise ValueError(
                 f"train.batch_size={t.batch_size} does not split over {replicas} replicas; use "
@@ -321,8 +412,11 @@ def train(config: Config, verbose="auto", callbacks=None):
 
         model = build_model(config, num_classes)
         model.build((None, None, None, 3))
+        if t.init_weights and not epochs_done:
+            load_initial_weights(model, t.init_weights)
+        learning_rate = t.effective_learning_rate()
         optimizer = sgd_poly(
-            learning_rate=t.learning_rate,
+            learning_rate=learning_rate,
             total_steps=steps_per_epoch * t.epochs,
             momentum=t.momentum,
             weight_decay=t.weight_decay,
@@ -353,7 +447,7 @@ def train(config: Config, verbose="auto", callbacks=None):
             )
         fit_callbacks.append(TrainingBackup(backup_dir, seed=t.seed))
         fit_callbacks.extend(callbacks or [])
-        with synchronized_batch_norm(model, t.distribution == "mirrored"):
+        with synchronized_batch_norm(model, distribution == "mirrored"):
             model.fit(
                 train_ds,
                 validation_data=val_ds,
@@ -378,6 +472,8 @@ def train(config: Config, verbose="auto", callbacks=None):
                 "resumed_from_epoch": epochs_done,
                 "class_names": class_names,
                 "replicas": replicas,
+                "distribution": distribution,
+                "learning_rate": learning_rate,
             },
             f,
             indent=2,
