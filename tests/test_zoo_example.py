@@ -15,7 +15,7 @@ FRAME = os.path.join(REPO_ROOT, "examples", "camvid_0016E5_07959.png")
 LABEL = os.path.join(REPO_ROOT, "examples", "camvid_0016E5_07959_label.png")
 # Measured with `keras-sanet predict ... --label` when the preset was published (see
 # weights/sanet_mobilenetv2_os16_camvid/metadata.json); a little slack for backend numerics.
-MIN_FRAME_MIOU = 0.55  # measured 0.5797 under TensorFlow
+MIN_FRAME_MIOU = 0.60  # measured 0.6316 under TensorFlow
 
 
 def test_predict_on_the_shipped_frame_writes_overlay_and_scores_well(tmp_path):
