@@ -1,0 +1,149 @@
+"""FLOPs of one forward pass of a Keras model, counted from its layers.
+
+Convention: a multiply-add is 2 FLOPs, and only the multiply-adds of the
+layers that carry a kernel are counted: `Conv1D/2D/3D` (with
+`groups`), `Conv*Transpose`, `DepthwiseConv*`, `SeparableConv*` and `Dense`.
+Biases, batch normalisation, activations, pooling, resizing and element-wise
+ops are left out (a small share of the arithmetic, and BN folds into the
+convolutions at deployment), as are matmuls or convolutions called as
+`keras.ops` directly in a layer's `call` (neither SANet nor keras-hub's
+DeepLabV3 has any: all their products are in the layers above).
+
+Shapes come from a symbolic trace of the model (Keras' `compute_output_spec`:
+a TensorFlow graph, `jax.eval_shape`, PyTorch meta tensors) with every
+counted layer's `call` wrapped to record its input and output shapes. Layers called twice are counted twice; nested models and
+layers held in lists are found through Keras' layer tracking.
+
+    >>> flops = count_flops(model, (1, 512, 512, 3))   # FLOPs of one 512x512 image
+"""
+
+import contextlib
+import math
+
+import keras
+from keras.src.backend import compute_output_spec
+from keras.src.layers.convolutional.base_conv import BaseConv
+from keras.src.layers.convolutional.base_conv_transpose import BaseConvTranspose
+from keras.src.layers.convolutional.base_depthwise_conv import BaseDepthwiseConv
+from keras.src.layers.convolutional.base_separable_conv import BaseSeparableConv
+
+
+def _shape(tensor):
+    return tuple(int(d) for d in tensor.shape)
+
+
+def _channels_last(layer):
+    return getattr(layer, "data_format", "channels_last") == "channels_last"
+
+
+def _split_channels(layer, shape):
+    """`(spatial elements times batch, channels)` of an activation shape."""
+    if _channels_last(layer):
+        return math.prod(shape[:-1]), shape[-1]
+    return shape[0] * math.prod(shape[2:]), shape[1]
+
+
+def _conv_flops(layer, in_shape, out_shape):
+    out_positions, out_channels = _split_channels(layer, out_shape)
+    _, in_channels = _split_channels(layer, in_shape)
+    taps = math.prod(layer.kernel_size) * in_channels // layer.groups
+    return 2 * out_positions * out_channels * taps
+
+
+def _conv_transpose_flops(layer, in_shape, out_shape):
+    # Every input pixel scatters a kernel-sized patch into every output channel.
+    in_positions, in_channels = _split_channels(layer, in_shape)
+    _, out_channels = _split_channels(layer, out_shape)
+    return 2 * in_positions * in_channels * out_channels * math.prod(layer.kernel_size)
+
+
+def _depthwise_flops(layer, in_shape, out_shape):
+    out_positions, out_channels = _split_channels(layer, out_shape)
+    return 2 * out_positions * out_channels * math.prod(layer.kernel_size)
+
+
+def _separable_flops(layer, in_shape, out_shape):
+    out_positions, out_channels = _split_channels(layer, out_shape)
+    _, in_channels = _split_channels(layer, in_shape)
+    depth_channels = in_channels * layer.depth_multiplier
+    depthwise = out_positions * depth_channels * math.prod(layer.kernel_size)
+    pointwise = out_positions * depth_channels * out_channels
+    return 2 * (depthwise + pointwise)
+
+
+def _dense_flops(layer, in_shape, out_shape):
+    return 2 * math.prod(out_shape[:-1]) * in_shape[-1] * out_shape[-1]
+
+
+# The public Conv*/DepthwiseConv*/SeparableConv*/Conv*Transpose classes of every
+# rank derive from these four (disjoint) bases.
+_FORMULAS = (
+    (BaseConv, _conv_flops),
+    (BaseConvTranspose, _conv_transpose_flops),
+    (BaseDepthwiseConv, _depthwise_flops),
+    (BaseSeparableConv, _separable_flops),
+    (keras.layers.Dense, _dense_flops),
+)
+
+
+def _formula(layer):
+    for layer_class, formula in _FORMULAS:
+        if isinstance(layer, layer_class):
+            return formula
+    return None
+
+
+@contextlib.contextmanager
+def _recording_calls(layers, records):
+    """Wraps each layer's `call` (an instance attribute shadowing the method)."""
+
+    def wrap(layer, call, formula):
+        def recording_call(inputs, *args, **kwargs):
+            outputs = call(inputs, *args, **kwargs)
+            records.append((layer.name, formula(layer, _shape(inputs), _shape(outputs))))
+            return outputs
+
+        return recording_call
+
+    for layer in layers:
+        # object.__setattr__: skip Keras' (and torch.nn.Module's) attribute tracking.
+        object.__setattr__(layer, "call", wrap(layer, layer.call, _formula(layer)))
+    try:
+        yield
+    finally:
+        for layer in layers:
+            del layer.__dict__["call"]
+
+
+def _trace(model, input_shape, records=None):
+    def forward(images):
+        if records is not None:
+            records.clear()  # a backend may trace more than once: keep the last pass
+        return model(images, training=False)
+
+    compute_output_spec(forward, keras.KerasTensor(input_shape, "float32"))
+
+
+def flops_by_layer(model, input_shape):
+    """`[(layer name, FLOPs)]` of one forward pass on a batch of `input_shape`, in call order.
+
+    Args:
+        model: a Keras model (functional or subclassed) taking one image tensor.
+        input_shape: the full input shape with the batch, e.g. `(1, 512, 512, 3)`.
+    """
+    # A first trace builds the layers a model only creates in build() or call().
+    _trace(model, input_shape)
+    layers = [
+        layer
+        for layer in model._flatten_layers(include_self=True, recursive=True)
+        if _formula(layer) is not None
+    ]
+    records = []
+    with _recording_calls(layers, records):
+        _trace(model, input_shape, records)
+    return list(records)
+
+
+def count_flops(model, input_shape):
+    """Total FLOPs (multiply-add = 2) of one forward pass on a batch of `input_shape`."""
+    return sum(flops for _, flops in flops_by_layer(model, input_shape))

@@ -1,0 +1,683 @@
+"""Speed of SANet against keras-hub's DeepLabV3, per Keras backend (not run in CI).
+
+For every backend and model, in a fresh subprocess (the backend is chosen
+before Keras is imported, and each process's peak RSS is its own):
+inference images/s (`predict_on_batch`, the backend's compiled predict
+path; warm-up excluded, median of `--repeats`), the time of one training
+step (`train_on_batch`, SGD; SANet's own loss, sparse cross-entropy for the
+peer), peak RSS, and a float32 matmul's GFLOP/s measured in the same
+process before and after the model (the machine is shared: the peak is
+taken beside each measurement). FLOPs per image are counted once per model
+from its layers (`benchmarks/flops.py`: multiply-add = 2 FLOPs, conv and
+dense layers only). The CamVid training input pipeline
+(`benchmarks/input_pipeline.py`) is timed at each training input size.
+
+Models:
+    sanet_resnet50_os8             SANet, dilated ResNet-50, output stride 8 (the paper)
+    sanet_resnet50_os32            SANet at the peer's output stride
+    deeplabv3_resnet50             keras-hub DeepLabV3ImageSegmenter on ResNet-50 (v1),
+                                   built from classes with random weights, configured like
+                                   keras-hub's preset deeplab_v3_plus_resnet50_pascalvoc
+                                   (ASPP on P5 of an undilated ResNet: output stride 32,
+                                   P2 decoder)
+    sanet_mobilenetv2_os16_camvid  the CPU zoo entry, at its own input size (360x480)
+
+The ResNet-50 models have 21 classes (PASCAL VOC) and take `--size`
+square images. Prints a Markdown table (stdout), progress (stderr), and
+writes everything measured as JSON.
+
+    python benchmarks/speed.py                                    # tens of minutes of CPU
+    python benchmarks/speed.py --backends jax --batch-sizes 1 --models sanet_resnet50_os8
+    python benchmarks/speed.py --toy --backends tensorflow        # tiny models: a smoke run
+    python benchmarks/speed.py --exports                          # + the zoo model exported
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+
+BENCHMARKS_DIR = os.path.dirname(os.path.abspath(__file__))
+REPO_ROOT = os.path.dirname(BENCHMARKS_DIR)
+sys.path.insert(0, BENCHMARKS_DIR)
+
+from input_pipeline import DEFAULT_ROOT as CAMVID_ROOT  # noqa: E402
+from input_pipeline import measure_pipeline  # noqa: E402
+
+BACKENDS = ("tensorflow", "jax", "torch")
+NUM_CLASSES = 21  # PASCAL VOC, for the ResNet-50 models and the peer alike
+ZOO_PRESET = "sanet_mobilenetv2_os16_camvid"
+# keras-hub's DeepLabV3 runs its ASPP on this level of an undilated ResNet.
+DEEPLAB_SPP_KEY = "P5"
+PEER_OUTPUT_STRIDE = 2 ** int(DEEPLAB_SPP_KEY[1:])
+PEER = "deeplabv3_resnet50"
+SANET_OS8 = "sanet_resnet50_os8"
+SANET_AT_PEER_OS = f"sanet_resnet50_os{PEER_OUTPUT_STRIDE}"
+# name: (kind, backbone, output stride); toy runs swap ResNet-50 for ResNet-18.
+MODELS = {
+    SANET_OS8: ("sanet", "resnet50", 8),
+    SANET_AT_PEER_OS: ("sanet", "resnet50", PEER_OUTPUT_STRIDE),
+    PEER: ("deeplab", "resnet50", PEER_OUTPUT_STRIDE),
+    ZOO_PRESET: ("zoo", "mobilenetv2", 16),
+}
+TOY_BACKBONES = {"resnet50": "resnet18"}
+# --exports: format -> (file name in the export folder, runtime shown in the table).
+EXPORTS = {
+    "saved_model": ("saved_model", "tf saved_model"),
+    "tflite": ("model.tflite", "tflite"),
+    "onnx": ("model.onnx", "onnxruntime"),
+}
+GOAL_PEAK_FRACTION = 0.85
+GOAL_PEER_RATIO = 1.2
+GOAL_TRAIN_RATIO = 3.3
+MB = 1024 * 1024
+
+
+def log(message):
+    """Progress goes to stderr, one line per measurement (stdout carries the table)."""
+    print(f"speed: {message}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------
+# Child process: one (backend, model, batch) measurement.
+# --------------------------------------------------------------------------
+
+
+def _time_calls(fn, repeats, warmup):
+    """`(warm-up seconds, [seconds of each timed call])`: `warmup` calls, then `repeats`."""
+    start = time.perf_counter()
+    for _ in range(warmup):
+        fn()
+    warmup_seconds = time.perf_counter() - start
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        seconds.append(time.perf_counter() - start)
+    return warmup_seconds, seconds
+
+
+def _rss_mb():
+    """Current resident set size (Linux /proc), for the baseline before the model."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def _peak_rss_mb():
+    import resource
+
+    # ru_maxrss is in kilobytes on Linux (bytes on macOS).
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / MB if sys.platform == "darwin" else peak / 1024
+
+
+def matmul_gflops(size, repeats=3):
+    """Best GFLOP/s of a float32 `size`x`size` matmul, with NumPy and with the Keras backend."""
+    import keras
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((size, size), dtype=np.float32)
+    b = rng.standard_normal((size, size), dtype=np.float32)
+    ta, tb = keras.ops.convert_to_tensor(a), keras.ops.convert_to_tensor(b)
+    calls = {
+        "numpy": lambda: a @ b,
+        # convert_to_numpy waits for the result (JAX dispatches asynchronously).
+        "backend": lambda: keras.ops.convert_to_numpy(keras.ops.matmul(ta, tb)),
+    }
+    flops = 2 * size**3
+    return {
+        name: flops / min(_time_calls(call, repeats, warmup=1)[1]) / 1e9
+        for name, call in calls.items()
+    }
+
+
+def _input_size(job):
+    """`(height, width)` of the model's input: `--size` squares, the zoo model's own size."""
+    if job["model"] != ZOO_PRESET:
+        return (job["size"], job["size"])
+    import keras_sanet
+
+    height, width = {row["name"]: row["input_size"] for row in keras_sanet.list_presets()}[
+        ZOO_PRESET
+    ]
+    if job["toy"]:  # the preset's aspect ratio at --size wide
+        height, width = round(height * job["size"] / width), job["size"]
+    return (int(height), int(width))
+
+
+def build_deeplab(toy):
+    """keras-hub's DeepLabV3 image segmenter on ResNet-50 v1 (3-4-6-3 bottlenecks), random weights.
+
+    Configured like keras-hub's preset `deeplab_v3_plus_resnet50_pascalvoc`
+    (`from_preset` needs a download). `toy`: a one-block-per-stage basic ResNet.
+    """
+    import keras_hub
+
+    if toy:
+        encoder = keras_hub.models.ResNetBackbone(
+            input_conv_filters=[64],
+            input_conv_kernel_sizes=[3],
+            stackwise_num_filters=[64, 16, 16, 16],  # keras-hub requires 64 first
+            stackwise_num_blocks=[1, 1, 1, 1],
+            stackwise_num_strides=[1, 2, 2, 2],
+            block_type="basic_block",
+        )
+    else:
+        encoder = keras_hub.models.ResNetBackbone(
+            input_conv_filters=[64],
+            input_conv_kernel_sizes=[7],
+            stackwise_num_filters=[64, 128, 256, 512],
+            stackwise_num_blocks=[3, 4, 6, 3],
+            stackwise_num_strides=[1, 2, 2, 2],
+            block_type="bottleneck_block",
+            use_pre_activation=False,
+        )
+    backbone = keras_hub.models.DeepLabV3Backbone(
+        image_encoder=encoder,
+        spatial_pyramid_pooling_key=DEEPLAB_SPP_KEY,
+        upsampling_size=8,
+        dilation_rates=[6, 12, 18],
+        low_level_feature_key="P2",
+        projection_filters=48,
+    )
+    return keras_hub.models.DeepLabV3ImageSegmenter(backbone=backbone, num_classes=NUM_CLASSES)
+
+
+def _deeplab_output_stride(model, input_size):
+    """The stride of the peer's ASPP input, read from the built encoder (not assumed)."""
+    import keras
+
+    encoder = model.backbone.image_encoder
+    probe = keras.Model(encoder.inputs, encoder.pyramid_outputs[DEEPLAB_SPP_KEY])
+    height = probe.compute_output_shape((1, *input_size, 3))[1]
+    return input_size[0] // height
+
+
+def build_model(job, input_size):
+    """`(model, output_stride, backbone)` for the job's model name."""
+    import keras
+    import keras_sanet
+
+    kind, backbone, output_stride = MODELS[job["model"]]
+    if job["toy"]:
+        backbone = TOY_BACKBONES.get(backbone, backbone)
+    if kind == "deeplab":
+        model = build_deeplab(job["toy"])
+        output_stride = _deeplab_output_stride(model, input_size)
+        backbone = "resnet (toy)" if job["toy"] else backbone
+        loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=255)
+    else:
+        if kind == "zoo":
+            model = keras_sanet.SANet.from_preset(ZOO_PRESET)
+        else:
+            model = keras_sanet.SANet(
+                backbone=backbone, num_classes=NUM_CLASSES, output_stride=output_stride
+            )
+        model.build((None, *input_size, 3))  # SANet builds on its first call otherwise
+        loss = None  # SANet.compile's default: SANet's loss (SE and auxiliary heads)
+    optimizer = keras.optimizers.SGD(learning_rate=0.01, momentum=0.9)
+    model.compile(optimizer=optimizer, loss=loss, metrics=[])
+    return model, output_stride, backbone
+
+
+def _exported_predictor(model, export_format, folder, input_size, result):
+    """The model exported with keras_sanet.export, as a callable NHWC float32 -> logits.
+
+    The artifact is fixed to the benchmark's input size (TFLite needs it; the
+    others then get the same static shapes to optimise for).
+    """
+    try:
+        from keras_sanet.export import export_model
+        from keras_sanet.export import exported_size
+        from keras_sanet.export import load_exported
+    except ImportError as error:
+        raise RuntimeError(
+            "--exports needs keras_sanet.export (export_model(model, path, format) and "
+            f"load_exported(path, format)), which this checkout lacks ({error})."
+        ) from error
+    path = os.path.join(folder, EXPORTS[export_format][0])
+    export_model(model, path, export_format, input_size=input_size)
+    result["exported_mb"] = exported_size(path) / MB
+    return load_exported(path, export_format)
+
+
+def _timing(calls, batch):
+    """Timing dict of a `_time_calls` result; the warm-up includes tracing and compiling."""
+    warmup_seconds, seconds = calls
+    median = statistics.median(seconds)
+    return {
+        "seconds": seconds,
+        "median_s": median,
+        "images_per_second": batch / median,
+        "warmup_s": warmup_seconds,
+    }
+
+
+def run_job(job):
+    """Measures one (backend, model, batch[, export format]); returns a JSON-able dict."""
+    import keras
+    import numpy as np
+
+    name = f"{job['backend']} {job['model']} batch {job['batch']}"
+    if job.get("export"):
+        name += f" [{EXPORTS[job['export']][1]}]"
+    result = {"rss_start_mb": _rss_mb(), "keras": keras.__version__}
+    result["matmul_before"] = matmul_gflops(job["matmul_size"])
+    input_size = _input_size(job)
+    start = time.perf_counter()
+    model, output_stride, backbone = build_model(job, input_size)
+    result["build_s"] = time.perf_counter() - start
+    result.update(
+        input_size=list(input_size),
+        output_stride=output_stride,
+        backbone=backbone,
+        parameters=int(model.count_params()),
+        jit_compile=model.jit_compile,
+    )
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 255, (job["batch"], *input_size, 3)).astype("float32")
+    labels = rng.integers(0, model.num_classes, (job["batch"], *input_size)).astype("int32")
+    repeats, warmup = job["repeats"], job["warmup"]
+
+    if job.get("export"):
+        with tempfile.TemporaryDirectory() as folder:
+            predict = _exported_predictor(model, job["export"], folder, input_size, result)
+            calls = _time_calls(lambda: predict(images), repeats, warmup)
+    else:
+        calls = _time_calls(lambda: model.predict_on_batch(images), repeats, warmup)
+    result["infer"] = _timing(calls, job["batch"])
+    log(f"{name}: inference {result['infer']['images_per_second']:.3g} images/s")
+    result["peak_rss_infer_mb"] = _peak_rss_mb()
+
+    if not job.get("export"):
+        calls = _time_calls(lambda: model.train_on_batch(images, labels), repeats, warmup)
+        result["train"] = _timing(calls, job["batch"])
+        log(f"{name}: train step {result['train']['median_s']:.3g} s")
+    result["peak_rss_mb"] = _peak_rss_mb()
+    result["matmul_after"] = matmul_gflops(job["matmul_size"])
+    result["matmul_peak_gflops"] = max(
+        *result["matmul_before"].values(), *result["matmul_after"].values()
+    )
+    log(f"{name}: matmul peak {result['matmul_peak_gflops']:.3g} GFLOP/s, "
+        f"peak RSS {result['peak_rss_mb']:.0f} MB")
+    if job["count_flops"]:
+        from flops import count_flops
+
+        start = time.perf_counter()
+        result["flops_per_image"] = count_flops(model, (1, *input_size, 3))
+        result["count_flops_s"] = time.perf_counter() - start
+        log(f"{name}: {result['flops_per_image'] / 1e9:.4g} GFLOPs per image")
+    return result
+
+
+def run_pipeline_job(job):
+    """The CamVid train pipeline's images/s at one crop size."""
+    if not os.path.isdir(job["root"]):
+        return {"skipped": f"no CamVid data at {job['root']}"}
+    result = measure_pipeline(
+        job["root"], job["crop"], job["batch"], job["batches"], warmup=job["warmup"]
+    )
+    log(f"input pipeline at {job['crop'][0]}x{job['crop'][1]}: "
+        f"{result['images_per_second']:.3g} images/s")
+    return result
+
+
+def child_main(job_json, out_path):
+    started = time.perf_counter()
+    job = json.loads(job_json)
+    try:
+        result = run_pipeline_job(job) if job["kind"] == "pipeline" else run_job(job)
+    except Exception as error:  # reported in the row; the other measurements go on
+        import traceback
+
+        traceback.print_exc()
+        result = {"error": f"{type(error).__name__}: {error}"}
+    result["child_s"] = time.perf_counter() - started  # imports included
+    with open(out_path, "w", encoding="utf-8") as f:
+        json.dump(result, f)
+
+
+# --------------------------------------------------------------------------
+# Parent process: plan, run the children, derive ratios, print and write.
+# --------------------------------------------------------------------------
+
+
+def run_child(job, backend, timeout):
+    """Runs `job` in a fresh interpreter under `backend`; returns its result dict."""
+    env = dict(os.environ, KERAS_BACKEND=backend)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    env["PYTHONPATH"] = REPO_ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    with tempfile.TemporaryDirectory() as folder:
+        out_path = os.path.join(folder, "result.json")
+        command = [sys.executable, os.path.abspath(__file__), "--child", json.dumps(job),
+                   "--child-out", out_path]
+        tail = deque(maxlen=30)
+        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, env=env, cwd=REPO_ROOT) as proc:
+            timer = threading.Timer(timeout, proc.kill)
+            timer.start()
+            for line in proc.stdout:  # relay the child's progress lines as they come
+                if line.startswith("speed: "):
+                    sys.stderr.write(line)
+                else:
+                    tail.append(line)
+            returncode = proc.wait()
+            timer.cancel()
+        if os.path.exists(out_path):
+            with open(out_path, encoding="utf-8") as f:
+                result = json.load(f)
+        elif timer.finished.is_set() and returncode < 0:
+            result = {"error": f"timed out after {timeout:g} s (--timeout)"}
+        else:
+            result = {"error": f"the child exited with {returncode} and no result"}
+    if "error" in result:
+        result["log_tail"] = "".join(tail)
+        log(f"{backend} {job.get('model', 'pipeline')}: FAILED {result['error']}")
+    return result
+
+
+def plan_jobs(args):
+    """One job per (backend, model, batch), then the export jobs (TensorFlow)."""
+    common = dict(
+        kind="model", toy=args.toy, size=args.size, repeats=args.repeats,
+        warmup=args.warmup, matmul_size=args.matmul_size,
+    )
+    jobs = []
+    # FLOPs are counted once per model, preferably under TensorFlow (the cheapest trace).
+    flops_backend = "tensorflow" if "tensorflow" in args.backends else args.backends[0]
+    for backend in args.backends:
+        for model in args.models:
+            for index, batch in enumerate(args.batch_sizes):
+                count = backend == flops_backend and index == 0
+                jobs.append(dict(common, backend=backend, model=model, batch=batch,
+                                 count_flops=count))
+    if args.exports:
+        # The zoo model's FLOPs serve its exported rows; counted here if it has no own row.
+        count = ZOO_PRESET not in args.models
+        for export_format in EXPORTS:
+            for batch in args.batch_sizes:
+                jobs.append(dict(common, backend="tensorflow", model=ZOO_PRESET, batch=batch,
+                                 count_flops=count, export=export_format))
+                count = False
+    return jobs
+
+
+def derive(rows, pipelines):
+    """Adds FLOP rates, peak fractions, train/infer and peer ratios to measured rows."""
+    flops = {r["model"]: r["flops_per_image"] for r in rows if r.get("flops_per_image")}
+    peers = {
+        (r["backend"], r["batch"], tuple(r["input_size"])): r
+        for r in rows
+        if r["model"] == PEER and not r.get("export") and "infer" in r
+    }
+    pipeline_rates = {tuple(p["crop"]): p["images_per_second"] for p in pipelines
+                      if "images_per_second" in p}
+    for row in rows:
+        if "infer" not in row:
+            continue
+        rate = row["infer"]["images_per_second"]
+        row["ms_per_image"] = 1000 / rate
+        row["flops_per_image"] = flops.get(row["model"])
+        if row["flops_per_image"]:
+            row["gflops_per_second"] = row["flops_per_image"] * rate / 1e9
+            row["fraction_of_matmul_peak"] = row["gflops_per_second"] / row["matmul_peak_gflops"]
+        if "train" in row:
+            # One training step against one inference of the same batch.
+            row["train_over_infer"] = row["train"]["median_s"] / row["infer"]["median_s"]
+            pipeline_rate = pipeline_rates.get(tuple(row["input_size"]))
+            if pipeline_rate:
+                row["pipeline_over_train"] = pipeline_rate / row["train"]["images_per_second"]
+        peer = peers.get((row["backend"], row["batch"], tuple(row["input_size"])))
+        if row["model"].startswith("sanet_resnet50") and peer and not row.get("export"):
+            row["vs_peer"] = rate / peer["infer"]["images_per_second"]
+            row["peer_output_stride"] = peer["output_stride"]
+
+
+def _count_verdict(values, passes):
+    met = sum(1 for value in values if passes(value))
+    if met == len(values):
+        return "**met**"
+    return "**not met**" if met == 0 else f"**partly met** ({met} of {len(values)})"
+
+
+def goals(rows):
+    """The issue's three goals, each judged from the measured rows."""
+    keras_rows = [r for r in rows if not r.get("export") and "infer" in r]
+    os8 = [r for r in keras_rows if r["model"] == SANET_OS8]
+    lines = []
+
+    scored = [r for r in os8 if r.get("fraction_of_matmul_peak") is not None]
+    if scored:
+        best = max(scored, key=lambda r: r["fraction_of_matmul_peak"])
+        verdict = "**met**" if best["fraction_of_matmul_peak"] >= GOAL_PEAK_FRACTION else (
+            "**not met**")
+        lines.append(
+            f"(a) SANet-ResNet-50 OS8 inference at >= {GOAL_PEAK_FRACTION:.0%} of the measured "
+            f"matmul peak on the best backend: {verdict}; best "
+            f"{best['fraction_of_matmul_peak']:.1%} ({best['backend']}, batch {best['batch']}: "
+            f"{best['gflops_per_second']:.1f} of {best['matmul_peak_gflops']:.1f} GFLOP/s)."
+        )
+    else:
+        lines.append(f"(a) matmul-peak fraction: not measured ({SANET_OS8} not run).")
+
+    pairs = [r for r in keras_rows if r["model"] == SANET_AT_PEER_OS and "vs_peer" in r]
+    if pairs:
+        same_os = all(r["output_stride"] == r["peer_output_stride"] for r in pairs)
+        values = ", ".join(f"{r['backend']} b{r['batch']} {r['vs_peer']:.2f}x" for r in pairs)
+        verdict = _count_verdict([r["vs_peer"] for r in pairs], lambda v: v >= GOAL_PEER_RATIO)
+        caveat = "" if same_os else (
+            " (the peer's measured output stride differs from SANet's: not apples to apples)")
+        lines.append(
+            f"(b) SANet >= {GOAL_PEER_RATIO}x DeepLabV3's images/s at the same output stride "
+            f"(OS{pairs[0]['output_stride']}) and input: {verdict}{caveat}; {values}."
+        )
+    else:
+        lines.append(f"(b) SANet vs DeepLabV3: not measured (needs {SANET_AT_PEER_OS} and {PEER}).")
+
+    trained = [r for r in os8 if "train_over_infer" in r]
+    if trained:
+        values = ", ".join(
+            f"{r['backend']} b{r['batch']} {r['train_over_infer']:.2f}x" for r in trained)
+        verdict = _count_verdict([r["train_over_infer"] for r in trained],
+                                 lambda v: v <= GOAL_TRAIN_RATIO)
+        lines.append(
+            f"(c) SANet-ResNet-50 OS8 training step <= {GOAL_TRAIN_RATIO}x one inference of "
+            f"the same batch: {verdict}; {values}."
+        )
+    else:
+        lines.append(f"(c) train/inference ratio: not measured ({SANET_OS8} not run).")
+    return lines
+
+
+def _cell(value, spec):
+    return "—" if value is None else format(value, spec)
+
+
+def markdown(rows, pipelines, toy):
+    """The results table, the matmul peaks, the input pipeline and the goals."""
+    header = ("backend", "model", "input", "batch", "OS", "images/s", "ms/image",
+              "train step s", "train/infer", "peak RSS MB", "GFLOPs/image", "GFLOP/s",
+              "% matmul peak", "vs DeepLabV3", "pipeline/train")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        model = row["model"]
+        if row.get("backbone") and row["backbone"] not in model:  # --toy's stand-ins
+            model += f" ({row['backbone']})"
+        if row.get("export"):
+            model += f" [{EXPORTS[row['export']][1]}]"
+        if "infer" not in row:
+            failed = f"failed: {row.get('error', '?')}".replace("|", "/")
+            cells = [row["backend"], model, "", row["batch"], "", failed]
+            lines.append("| " + " | ".join(map(str, cells)) + " |" * (len(header) - 5))
+            continue
+        vs_peer = None
+        if "vs_peer" in row:
+            vs_peer = f"{row['vs_peer']:.2f}x"
+            if row["output_stride"] != row["peer_output_stride"]:
+                vs_peer += f" (OS{row['output_stride']} vs {row['peer_output_stride']})"
+        flops = row.get("flops_per_image")
+        fraction = row.get("fraction_of_matmul_peak")
+        cells = (
+            row["backend"], model, "x".join(map(str, row["input_size"])), row["batch"],
+            row["output_stride"], _cell(row["infer"]["images_per_second"], ".3g"),
+            _cell(row["ms_per_image"], ".1f"), _cell(row.get("train", {}).get("median_s"), ".3g"),
+            _cell(row.get("train_over_infer"), ".2f"), _cell(row["peak_rss_mb"], ".0f"),
+            _cell(flops and flops / 1e9, ".4g"), _cell(row.get("gflops_per_second"), ".3g"),
+            _cell(fraction and 100 * fraction, ".1f"), vs_peer or "—",
+            _cell(row.get("pipeline_over_train"), ".2f"),
+        )
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
+
+    lines.append("")
+    peaks = {}
+    for row in rows:
+        if "matmul_peak_gflops" in row:
+            peaks.setdefault(row["backend"], []).append(row["matmul_peak_gflops"])
+    for backend, values in peaks.items():
+        lines.append(f"Matmul peak ({backend} children, float32, best of NumPy and Keras): "
+                     f"{min(values):.1f}-{max(values):.1f} GFLOP/s.")
+    for pipeline in pipelines:
+        crop = "x".join(map(str, pipeline["crop"]))
+        if "images_per_second" in pipeline:
+            lines.append(f"CamVid train input pipeline at {crop}, batch {pipeline['batch_size']}: "
+                         f"{pipeline['images_per_second']:.3g} images/s "
+                         "(pipeline/train: its images/s over the training step's).")
+        else:
+            lines.append(f"CamVid train input pipeline at {crop}: "
+                         f"{pipeline.get('skipped') or pipeline.get('error')}.")
+    lines += ["", "Goals (from the numbers above):", ""]
+    if toy:
+        lines.append("(--toy: tiny stand-in models; these verdicts say nothing about SANet.)")
+    lines += [f"- {line}" for line in goals(rows)]
+    return "\n".join(lines)
+
+
+def _csv(choices):
+    def parse(text):
+        values = [v.strip() for v in text.split(",") if v.strip()]
+        unknown = [v for v in values if v not in choices]
+        if unknown or not values:
+            raise argparse.ArgumentTypeError(
+                f"{unknown or text!r}: choose from {', '.join(choices)} (comma-separated)")
+        return values
+
+    return parse
+
+
+def _int_list(text):
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: comma-separated positive integers")
+    return values
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], epilog="Models: " + ", ".join(MODELS)
+    )
+    parser.add_argument("--backends", type=_csv(BACKENDS), default=list(BACKENDS))
+    parser.add_argument("--models", type=_csv(tuple(MODELS)), default=list(MODELS))
+    parser.add_argument("--batch-sizes", type=_int_list, default=None,
+                        help="comma-separated (default 1,8; --toy: 1)")
+    parser.add_argument("--size", type=int, default=None,
+                        help="square input of the ResNet-50 models (default 512; --toy: 64)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed calls per measurement, median reported (default 3; --toy: 1)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed calls first (compiles)")
+    parser.add_argument("--matmul-size", type=int, default=None,
+                        help="N of the NxN matmul peak (default 2048; --toy: 256)")
+    parser.add_argument("--pipeline-batches", type=int, default=None,
+                        help="timed input pipeline batches (default 20; --toy: 2)")
+    parser.add_argument("--camvid-root", default=CAMVID_ROOT)
+    parser.add_argument("--toy", action="store_true",
+                        help="tiny models and sizes, one repeat: a smoke run")
+    parser.add_argument("--exports", action="store_true",
+                        help="also time the zoo model exported (SavedModel, TFLite, ONNX)")
+    parser.add_argument("--json", default=os.path.join(BENCHMARKS_DIR, "results", "speed.json"))
+    parser.add_argument("--timeout", type=float, default=3600,
+                        help="seconds one measurement may take")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--child-out", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    toy = args.toy
+    defaults = dict(batch_sizes=[1] if toy else [1, 8], size=64 if toy else 512,
+                    repeats=1 if toy else 3, matmul_size=256 if toy else 2048,
+                    pipeline_batches=2 if toy else 20)
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.child:
+        return child_main(args.child, args.child_out)
+    if args.exports and not os.path.exists(os.path.join(REPO_ROOT, "keras_sanet", "export.py")):
+        sys.exit(
+            "--exports needs keras_sanet/export.py (export_model(model, path, format) and "
+            "load_exported(path, format)), which this checkout lacks; run without --exports."
+        )
+
+    started = time.time()
+    rows = []
+    jobs = plan_jobs(args)
+    for number, job in enumerate(jobs, 1):
+        label = f"{job['backend']} {job['model']} batch {job['batch']}"
+        log(f"[{number}/{len(jobs)}] {label}" + (f" [{job['export']}]" if "export" in job else ""))
+        result = run_child(job, job["backend"], args.timeout)
+        rows.append({key: job[key] for key in ("backend", "model", "batch", "export")
+                     if key in job} | result)
+
+    # The pipeline is timed at every training input size the models used.
+    crops = sorted({tuple(r["input_size"]) for r in rows if "train" in r})
+    pipelines = []
+    for crop in crops:
+        job = dict(kind="pipeline", root=args.camvid_root, crop=list(crop),
+                   batch=max(args.batch_sizes), batches=args.pipeline_batches, warmup=1)
+        log(f"input pipeline at {crop[0]}x{crop[1]}")
+        pipelines.append(run_child(job, "tensorflow", args.timeout) | {"crop": list(crop)})
+
+    derive(rows, pipelines)
+    table = markdown(rows, pipelines, args.toy)
+    print(table)
+    report = {
+        "created": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "seconds": time.time() - started,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "python": platform.python_version()},
+        "arguments": {k: v for k, v in vars(args).items() if not k.startswith("child")},
+        "flops_convention": "multiply-add = 2 FLOPs; Conv/DepthwiseConv/SeparableConv/"
+                            "ConvTranspose/Dense layers only (benchmarks/flops.py)",
+        "rows": rows,
+        "input_pipeline": pipelines,
+        "goals": goals(rows),
+        "table": table,
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2)
+    log(f"wrote {args.json} ({time.time() - started:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
