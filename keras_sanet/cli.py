@@ -1,4 +1,4 @@
-"""The `keras-sanet` command: train, eval, predict, attention, ablation (and more as they land)."""
+"""The `keras-sanet` command: train, eval, predict, attention, ablation, export, and more."""
 
 import argparse
 import importlib
@@ -16,6 +16,10 @@ COMMANDS = {
     "ablation": (
         "keras_sanet.evaluation.ablation",
         "train and score every row of a paper table, write it in the paper's layout",
+    ),
+    "export": (
+        "keras_sanet.export_command",
+        "export as a SavedModel, TFLite or ONNX file and check it against Keras",
     ),
 }
 

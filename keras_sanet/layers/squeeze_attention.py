@@ -50,10 +50,11 @@ def pool_with_ceil(x, pool_size, pool_type="avg"):
         raise ValueError(f"Unknown pool_type {pool_type!r}; use one of {POOL_TYPES}.")
     pool_h, pool_w = check_size_pair("pool_size", pool_size)
     _, height, width, _ = ops.shape(x)
-    # `(-n) % p` is the padding up to a multiple of p, for ints and symbolic
-    # TensorFlow dimensions alike.
-    pad_h = (-height) % pool_h
-    pad_w = (-width) % pool_w
+    # The padding up to a multiple of p, for ints and symbolic TensorFlow
+    # dimensions alike. Not `(-n) % p`: tf2onnx turns a floor mod into a
+    # truncating division, which is wrong for the negative `-n` in ONNX.
+    pad_h = _ceil_div(height, pool_h) * pool_h - height
+    pad_w = _ceil_div(width, pool_w) * pool_w - width
     needs_padding = not (
         isinstance(pad_h, int) and isinstance(pad_w, int) and pad_h == pad_w == 0
     )

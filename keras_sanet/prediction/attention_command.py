@@ -44,6 +44,28 @@ def add_arguments(parser):
         help=f"SA heads to draw, 1 (low level) .. {NUM_HEADS} (high level); default: 1 4 "
         "(the paper's Figure 6)",
     )
+    add_model_arguments(parser)
+    parser.add_argument(
+        "--output", required=True, metavar="PATH",
+        help="the PNG to write, or a folder (then FOLDER/<image stem>_attention.png)",
+    )
+    parser.add_argument(
+        "--panel-width", type=int, default=320, metavar="PIXELS",
+        help="width of each picture in the grid (default 320)",
+    )
+
+
+def add_model_arguments(parser, dataset=True):
+    """Adds --preset, --weights (alias --model), --config and --dataset for `load_model`.
+
+    Args:
+        parser: an argparse parser.
+        dataset: False leaves --dataset out (class names and colours unused);
+            `load_model` then takes it as None.
+
+    Example:
+    >>> add_model_arguments(argparse.ArgumentParser(), dataset=False)
+    """
     model = parser.add_argument_group("model (give exactly one of --preset, --weights)")
     model.add_argument("--preset", metavar="NAME_OR_DIR", help="a zoo preset name, folder or URL")
     model.add_argument(
@@ -55,17 +77,12 @@ def add_arguments(parser):
         help="training config (.toml, or a run's config.json) building the SANet for a "
         ".weights.h5 file",
     )
+    if not dataset:
+        parser.set_defaults(dataset=None)
+        return
     model.add_argument(
         "--dataset", metavar="NAME",
         help="with --weights: the dataset whose class names and colours to use (e.g. camvid)",
-    )
-    parser.add_argument(
-        "--output", required=True, metavar="PATH",
-        help="the PNG to write, or a folder (then FOLDER/<image stem>_attention.png)",
-    )
-    parser.add_argument(
-        "--panel-width", type=int, default=320, metavar="PIXELS",
-        help="width of each picture in the grid (default 320)",
     )
 
 
