@@ -75,6 +75,13 @@ def _backend():
     return keras.backend.backend()
 
 
+def _check_known_format(format):
+    if format not in FORMATS:
+        raise ValueError(
+            f"Unknown export format {format!r}; use one of {', '.join(FORMATS)}."
+        )
+
+
 def check_format(format, backend=None):
     """Checks that `format` can be exported on `backend`; returns whether H, W stay dynamic.
 
@@ -95,10 +102,7 @@ def check_format(format, backend=None):
     True
     """
     backend = backend or _backend()
-    if format not in FORMATS:
-        raise ValueError(
-            f"Unknown export format {format!r}; use one of {', '.join(FORMATS)}."
-        )
+    _check_known_format(format)
     if (backend, format) not in SUPPORT:
         able = [b for (b, f) in SUPPORT if f == format]
         why = _WHY_NOT.get((backend, format), f"Keras cannot export {format} on {backend}")
@@ -163,7 +167,10 @@ def export_model(model, path, format, input_size=None):
     backend = _backend()
     suffix = SUFFIXES.get(format)
     if suffix and not str(path).endswith(suffix):
-        raise ValueError(f"{format} exports are {suffix} files; got the path {path!r}.")
+        raise ValueError(
+            f"{format} exports are {suffix} files; got the path {path!r}. End the path "
+            f"with {suffix}, e.g. out/model{suffix}."
+        )
     input_size = _check_input_size(input_size)
     dynamic = check_format(format, backend)
     if input_size is None and not dynamic:
@@ -315,8 +322,7 @@ def load_exported(path, format):
     >>> predict(np.zeros((1, 360, 480, 3), "float32")).shape
     (1, 360, 480, 11)
     """
-    if format not in FORMATS:
-        raise ValueError(f"Unknown export format {format!r}; use one of {', '.join(FORMATS)}.")
+    _check_known_format(format)
     if not os.path.exists(path):
         raise ValueError(f"No exported model at {path!r}; check the path.")
     _require(LOAD_MODULES[format], f"Loading a {format} export")
@@ -341,6 +347,8 @@ def max_abs_difference(model, predict, images):
     actual = predict(images)
     if actual.shape != expected.shape:
         raise ValueError(
-            f"The exported model returns shape {actual.shape}, Keras {expected.shape}."
+            f"The exported model returns shape {actual.shape}, Keras {expected.shape}: "
+            "it was not exported from this model. Export this model again, or compare "
+            "the artifact with the model it came from."
         )
     return float(np.max(np.abs(actual.astype(np.float64) - expected)))
