@@ -1,4 +1,4 @@
-"""The resume callbacks of `keras-sanet train` on a tiny model: `EpochLog`, `TrainingBackup`."""
+"""The callbacks of `keras-sanet train` on a tiny model: `EpochLog`, `TrainingBackup`, `BestCheckpoint`."""
 
 import json
 import os
@@ -9,6 +9,7 @@ import pytest
 
 from keras_sanet.training.backup import TrainingBackup
 from keras_sanet.training.backup import read_backup_epoch
+from keras_sanet.training.best_checkpoint import BestCheckpoint
 from keras_sanet.training.epoch_log import EpochLog
 from keras_sanet.training.epoch_log import history_from_log
 from keras_sanet.training.epoch_log import read_log
@@ -128,3 +129,54 @@ def test_read_backup_epoch(tmp_path):
     (tmp_path / "training_metadata.json").write_text("{not json")
     with pytest.raises(ValueError, match="Delete the"):
         read_backup_epoch(str(tmp_path))
+
+
+class WeightsAtEpochEnd(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.weights = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.weights.append(self.model.get_weights())
+
+
+class Score(keras.callbacks.Callback):
+    """`val_score` = -val_loss (higher is better) on validated epochs; records them."""
+
+    def __init__(self):
+        super().__init__()
+        self.scores = {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        if "val_loss" in logs:
+            logs["val_score"] = self.scores[epoch] = -float(logs["val_loss"])
+
+
+@pytest.mark.parametrize("validation_freq, best", [(2, None), (1, None), (2, 1e9)])
+def test_best_checkpoint_keeps_the_best_validated_epoch(tmp_path, validation_freq, best):
+    """Epochs without validation never replace it (Keras' ModelCheckpoint would)."""
+    path = str(tmp_path / "best.weights.h5")
+    model = tiny_model()
+    x, y = data()
+    score, at_end = Score(), WeightsAtEpochEnd()
+    checkpoint = BestCheckpoint(path, monitor="val_score", best=best)
+
+    fit(model, 3, [score, checkpoint, at_end], validation_data=(x, y),
+        validation_freq=validation_freq)
+
+    assert sorted(score.scores) == list(range(validation_freq - 1, 3, validation_freq))
+    winner = max(score.scores, key=score.scores.get)
+    if best is not None and score.scores[winner] <= best:
+        assert checkpoint.best_epoch is None and not os.path.exists(path)
+        return
+    assert checkpoint.best_epoch == winner
+    saved = tiny_model()
+    saved.load_weights(path)
+    for got, expected in zip(saved.get_weights(), at_end.weights[winner]):
+        np.testing.assert_array_equal(got, expected)
+    assert os.listdir(tmp_path) == ["best.weights.h5"]
+
+
+def test_best_checkpoint_needs_a_weights_path(tmp_path):
+    with pytest.raises(ValueError, match=".weights.h5"):
+        BestCheckpoint(str(tmp_path / "best.keras"))

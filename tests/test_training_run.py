@@ -22,11 +22,15 @@ import pytest
 from keras_sanet import cli
 from keras_sanet.training.config import load_config
 from keras_sanet.training.epoch_log import read_log
+from keras_sanet.training.precise_batch_norm import batch_norm_layers
+from keras_sanet.training.precise_batch_norm import recalibrate_batch_norm
+from keras_sanet.training.trainer import build_precise_bn_images
 from keras_sanet.training.trainer import pad_batch_for_replicas
 from keras_sanet.training.trainer import train
 from tests.helpers import REPO_ROOT
 from tests.helpers import backend
 from tests.helpers import run_python
+from tests.helpers import to_numpy
 from tests.test_data_fakes import encoded_image
 from tests.test_data_fakes import random_mask
 from tests.test_data_fakes import write_png
@@ -180,6 +184,63 @@ def test_finished_run_started_again_does_nothing(reference_run, capsys):
             assert (f.read(), os.path.getmtime(os.path.join(out, name))) == before[name], name
 
 
+def moving_statistics(model):
+    return {
+        f"{layer.path}/{name}": to_numpy(getattr(layer, name))
+        for layer in batch_norm_layers(model)
+        for name in ("moving_mean", "moving_variance")
+    }
+
+
+def assert_statistics_are_precise(out, config):
+    """The saved model's batch-norm statistics are those of a recalibration on its images."""
+    model = keras.saving.load_model(os.path.join(out, "model.keras"), safe_mode=True)
+    saved = moving_statistics(model)
+    recalibrate_batch_norm(model, build_precise_bn_images(config), verbose=0)
+    for name, value in moving_statistics(model).items():
+        np.testing.assert_allclose(saved[name], value, rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_precise_bn_recalibrates_before_each_validation_and_saves_it(data_root, tmp_path):
+    out = str(tmp_path / "out")
+    path = write_config(tmp_path / "run.toml", data_root, out)
+    config = load_config(path, ["train.precise_bn_images=4", "train.precise_bn_batch_size=2"])
+
+    train(config, verbose=0)
+
+    with open(os.path.join(out, "history.json")) as f:
+        history = json.load(f)
+    # One before each of the 2 validations; none at the end (no training step since).
+    assert history["precise_bn"] == {"images": 4, "batch_size": 2, "recalibrations": 2}
+    assert_statistics_are_precise(out, config)
+
+
+def test_finished_run_without_precise_bn_gets_it_when_started_again(reference_run, tmp_path, capsys):
+    reference_config, reference_out = reference_run
+    out = str(tmp_path / "out")
+    shutil.copytree(reference_out, out)
+    before = moving_statistics(
+        keras.saving.load_model(os.path.join(out, "model.keras"), safe_mode=True)
+    )
+    overrides = [f'train.output_dir="{out}"', "train.precise_bn_images=4"]
+    config = load_config(reference_config, overrides)
+
+    train(config, verbose=0)
+
+    with open(os.path.join(out, "history.json")) as f:
+        precise = json.load(f)["precise_bn"]
+    assert (precise["images"], precise["after_training"]) == (4, True)
+    assert 0 <= precise["validation"]["mean_iou"] <= 1
+    assert_statistics_are_precise(out, config)
+    after = moving_statistics(
+        keras.saving.load_model(os.path.join(out, "model.keras"), safe_mode=True)
+    )
+    assert any(not np.allclose(before[name], after[name]) for name in before)
+    capsys.readouterr()
+    train(config, verbose=0)
+    assert "nothing to do" in capsys.readouterr().out
+
+
 class Interrupted(Exception):
     pass
 
@@ -275,6 +336,9 @@ import json, os
 import keras
 import numpy as np
 from keras_sanet.training.config import load_config
+from keras_sanet.training.precise_batch_norm import batch_norm_layers
+from keras_sanet.training.precise_batch_norm import recalibrate_batch_norm
+from keras_sanet.training.trainer import build_precise_bn_images
 from keras_sanet.training.trainer import pad_batch_for_replicas
 from keras_sanet.training.trainer import train
 

@@ -108,6 +108,14 @@ class TrainConfig:
             start from (e.g. a finished stage of a two-stage recipe); used
             when the run starts, not when it resumes. `""` = the backbone's
             `backbone_weights` and fresh heads.
+        precise_bn_images: training images, at full size and without
+            augmentation, over which every batch norm's moving statistics are
+            re-estimated before each validation and at the end of the run
+            ("precise BN", see `keras_sanet.training.precise_batch_norm`).
+            Training on crops leaves statistics of crops, which can describe
+            full frames badly. 0 = off (the statistics of training).
+        precise_bn_batch_size: batch of those forward passes (images of one
+            size only; use 1 for data sets of mixed image sizes).
     """
 
     batch_size: int = 8
@@ -126,6 +134,8 @@ class TrainConfig:
     validate_every: int = 1
     exact_resume: bool = True
     init_weights: str = ""
+    precise_bn_images: int = 0
+    precise_bn_batch_size: int = 4
 
     def effective_learning_rate(self):
         """The LR the run uses: `learning_rate`, scaled by `batch_size / reference_batch_size`."""
@@ -270,6 +280,12 @@ def validate_config(config, source="the config"):
     for name in ("batch_size", "epochs", "validate_every"):
         if getattr(t, name) < 1:
             raise ValueError(f"{source}: train.{name} must be >= 1, got {getattr(t, name)}.")
+    if t.precise_bn_images < 0 or t.precise_bn_batch_size < 1:
+        raise ValueError(
+            f"{source}: train.precise_bn_images must be >= 0 (0 = off) and "
+            f"train.precise_bn_batch_size >= 1, got {t.precise_bn_images} and "
+            f"{t.precise_bn_batch_size}."
+        )
     if t.steps_per_epoch < 0:
         raise ValueError(
             f"{source}: train.steps_per_epoch must be >= 0 (0 = one pass over the training "

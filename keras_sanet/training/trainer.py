@@ -9,12 +9,15 @@ import keras
 import numpy as np
 
 from keras_sanet.training.backup import TrainingBackup
+from keras_sanet.training.best_checkpoint import BestCheckpoint
 from keras_sanet.training.backup import read_backup_epoch
 from keras_sanet.training.config import Config
 from keras_sanet.training.epoch_log import EpochLog
 from keras_sanet.training.epoch_log import history_from_log
 from keras_sanet.training.epoch_log import read_log
 from keras_sanet.training.optimizers import sgd_poly
+from keras_sanet.training.precise_batch_norm import PreciseBatchNorm
+from keras_sanet.training.precise_batch_norm import recalibrate_batch_norm
 
 BEST_METRIC = "val_mean_iou"
 # Train settings that fix the data stream and the learning-rate schedule of a run.
@@ -254,6 +257,73 @@ def build_datasets(config: Config, replicas=1):
     return train, _pad_for_replicas(val, replicas), len(train_pairs), d.num_classes, names
 
 
+def build_precise_bn_images(config: Config):
+    """Batches of `train.precise_bn_images` full-size training images (None when it is 0).
+
+    The images are spread evenly over the training split (every k-th pair),
+    read at their own size without augmentation, like validation images.
+
+    Example:
+    >>> images = build_precise_bn_images(load_config("configs/camvid_resnet50_os16.toml"))
+    """
+    from keras_sanet import data
+
+    d, t = config.data, config.train
+    if not t.precise_bn_images:
+        return None
+    if d.dataset != "folder":
+        count = len(data.named_pairs(d.dataset, d.root, d.train_split))
+        pairs = data.named_dataset(
+            d.dataset, d.root, d.train_split, augment=False, shuffle=False, progress=False
+        )
+    else:
+        label_map = {int(k): int(v) for k, v in d.label_map.items()} or None
+        train_pairs = data.folder_pairs(d.train_images, d.train_masks)
+        count = len(train_pairs)
+        pairs = data.segmentation_dataset(
+            train_pairs, d.num_classes, label_map=label_map, augment=False, shuffle=False,
+            progress=False,
+        )
+    stride = max(1, count // t.precise_bn_images)
+    return (
+        pairs.shard(stride, 0)
+        .take(t.precise_bn_images)
+        .map(lambda image, mask: image)
+        .batch(t.precise_bn_batch_size)
+    )
+
+
+def _recalibrate_finished_run(config, out, val_ds, verbose):
+    """Precise BN for a run that finished its epochs without it (e.g. the option came later)."""
+    t = config.train
+    model_path = os.path.join(out, "model.keras")
+    history_path = os.path.join(out, "history.json")
+    model = keras.saving.load_model(model_path, safe_mode=True)
+    print(f"{out} finished its epochs without precise BN; recalibrating its batch norms on "
+          f"{t.precise_bn_images} full-size training images.")
+    recalibrate_batch_norm(model, build_precise_bn_images(config), verbose=int(verbose != 0))
+    final = None
+    if val_ds is not None:
+        final = model.evaluate(val_ds, return_dict=True, verbose=verbose)
+    partial = os.path.join(out, "partial.model.keras")
+    model.save(partial)
+    os.replace(partial, model_path)
+    with open(history_path) as f:
+        history = json.load(f)
+    history["precise_bn"] = {
+        "images": t.precise_bn_images,
+        "batch_size": t.precise_bn_batch_size,
+        "after_training": True,
+        "validation": {key: float(value) for key, value in (final or {}).items()},
+    }
+    with open(history_path, "w") as f:
+        json.dump(history, f, indent=2)
+    # The run is now the one the config describes, precise BN included.
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump(config.to_dict(), f, indent=2)
+    return model
+
+
 def _pad_for_replicas(val, replicas):
     if val is None or replicas == 1:
         return val
@@ -382,6 +452,11 @@ def train(config: Config, verbose="auto", callbacks=None):
                 stacklevel=2,
             )
     if epochs_done >= t.epochs and os.path.exists(model_path) and os.path.exists(history_path):
+        with open(history_path) as f:
+            finished = json.load(f)
+        if t.precise_bn_images and "precise_bn" not in finished:
+            _, val_ds, *_ = build_datasets(config)
+            return _recalibrate_finished_run(config, out, val_ds, verbose)
         print(f"{out} already finished {epochs_done} epoch(s) (train.epochs={t.epochs}); "
               "nothing to do. Raise train.epochs or use a new train.output_dir to train more.")
         return keras.saving.load_model(model_path, safe_mode=True)
@@ -435,16 +510,19 @@ def train(config: Config, verbose="auto", callbacks=None):
         ]
         if val_ds is not None:
             fit_callbacks.append(
-                keras.callbacks.ModelCheckpoint(
+                BestCheckpoint(
                     os.path.join(out, "checkpoints", "best.weights.h5"),
-                    save_weights_only=True,
                     monitor=BEST_METRIC,
-                    mode="max",
-                    save_best_only=True,
                     # A resumed run only replaces the best of the epochs before it.
-                    initial_value_threshold=max(best_so_far) if best_so_far else None,
+                    best=max(best_so_far) if best_so_far else None,
                 )
             )
+        precise_bn = None
+        if t.precise_bn_images:
+            precise_bn = PreciseBatchNorm(
+                build_precise_bn_images(config), verbose=int(verbose != 0)
+            )
+            fit_callbacks.append(precise_bn)
         fit_callbacks.append(TrainingBackup(backup_dir, seed=t.seed))
         fit_callbacks.extend(callbacks or [])
         with synchronized_batch_norm(model, distribution == "mirrored"):
@@ -474,6 +552,11 @@ def train(config: Config, verbose="auto", callbacks=None):
                 "replicas": replicas,
                 "distribution": distribution,
                 "learning_rate": learning_rate,
+                **({"precise_bn": {
+                    "images": t.precise_bn_images,
+                    "batch_size": t.precise_bn_batch_size,
+                    "recalibrations": precise_bn.recalibrations,
+                }} if precise_bn else {}),
             },
             f,
             indent=2,
