@@ -204,6 +204,56 @@ def test_float16_storage_halves_the_file_and_loads_the_rounded_weights(saved, tm
     )
 
 
+@pytest.fixture(scope="module")
+def sharded(saved, tmp_path_factory):
+    """The tiny preset saved again in float16 shards of at most 10.7 MB (float32 size)."""
+    folder = tmp_path_factory.mktemp("sharded") / "preset"
+    model = SANet.from_preset(str(saved["folder"]))
+    metadata = model.save_to_preset(
+        str(folder), METADATA, weights_dtype="float16", max_shard_size=0.01
+    )
+    return folder, metadata
+
+
+def test_sharded_float16_preset_lists_every_shard_and_loads(saved, sharded):
+    folder, metadata = sharded
+    shards = sorted(name for name in os.listdir(folder) if name.startswith("model_"))
+    assert len(shards) > 1
+    assert sorted(os.listdir(folder)) == sorted(
+        ["config.json", "metadata.json", "model.weights.json", *shards]
+    )
+    assert sorted(metadata["files"]) == sorted(["config.json", "model.weights.json", *shards])
+    index = json.loads((folder / "model.weights.json").read_text())
+    assert index["metadata"]["total_size"] == sum((folder / s).stat().st_size for s in shards)
+
+    loaded = SANet.from_preset(str(folder))
+    for variable in loaded.weights:
+        expected = saved["weights"][variable.path].astype("float16").astype("float32")
+        np.testing.assert_array_equal(to_numpy(variable), expected, err_msg=variable.path)
+
+
+@pytest.mark.parametrize("damage", ["flipped_shard", "missing_shard", "unlisted_shard"])
+def test_damaged_sharded_presets_fail_before_loading(sharded, tmp_path, damage):
+    folder = tmp_path / "copy"
+    shutil.copytree(sharded[0], folder)
+    shard = sorted(folder.glob("model_*.weights.h5"))[-1]
+    if damage == "flipped_shard":
+        data = bytearray(shard.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        shard.write_bytes(bytes(data))
+        match = f"{shard.name} is damaged or was altered"
+    elif damage == "missing_shard":
+        shard.unlink()
+        match = f"is missing {shard.name}"
+    else:  # a shard that metadata.json does not hash, e.g. swapped in with its entry removed
+        metadata = json.loads((folder / "metadata.json").read_text())
+        del metadata["files"][shard.name]
+        (folder / "metadata.json").write_text(json.dumps(metadata))
+        match = f"names shards that metadata.json does not hash \\({shard.name}\\)"
+    with pytest.raises(ValueError, match=match):
+        SANet.from_preset(str(folder))
+
+
 def test_float16_storage_refuses_out_of_range_values_and_unknown_dtypes(tmp_path):
     model = tiny_sanet()
     model.build((None, None, None, 3))

@@ -263,12 +263,16 @@ class SANet(keras.Model):
 
         return load_preset(preset, num_classes=num_classes, **kwargs)[0]
 
-    def save_to_preset(self, preset_dir, metadata=None, overwrite=False, weights_dtype="float32"):
+    def save_to_preset(
+        self, preset_dir, metadata=None, overwrite=False, weights_dtype="float32",
+        max_shard_size=None,
+    ):
         """Writes this model as a preset folder; see `keras_sanet.presets.save_preset`."""
         from keras_sanet.presets import save_preset
 
         return save_preset(
-            self, preset_dir, metadata, overwrite=overwrite, weights_dtype=weights_dtype
+            self, preset_dir, metadata, overwrite=overwrite, weights_dtype=weights_dtype,
+            max_shard_size=max_shard_size,
         )
 
     # -- serialization -----------------------------------------------------

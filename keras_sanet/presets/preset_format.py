@@ -5,7 +5,10 @@ A preset is a folder laid out like a keras-hub preset:
 - `config.json`: `keras.saving.serialize_keras_object(model)` of a SANet
   (`module`, `class_name`, `config`, `registered_name`), without build or
   compile state.
-- `model.weights.h5`: `model.save_weights(...)` (HDF5, no pickles).
+- `model.weights.h5`: `model.save_weights(...)` (HDF5, no pickles); or, for
+  a large model saved with `max_shard_size`, `model.weights.json` (Keras'
+  shard index) and its shards `model_00000.weights.h5`, ... (keras-hub
+  shards large presets the same way).
 - `metadata.json`: what the model is (dataset, class names, palette, input
   size, how inputs are normalised), how it was made and scored (training
   command, the `keras-sanet eval` results, the training data's licence), the
@@ -25,6 +28,7 @@ import keras
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
+SHARDED_WEIGHTS_FILE = "model.weights.json"
 METADATA_FILE = "metadata.json"
 REQUIRED_FILES = (CONFIG_FILE, WEIGHTS_FILE)
 FORMAT_VERSION = 1
@@ -224,7 +228,42 @@ def store_weights_as_float16(path):
             os.remove(half)
 
 
-def save_preset(model, preset_dir, metadata=None, overwrite=False, weights_dtype="float32"):
+def weight_files(folder):
+    """The weight files in a preset folder: `model.weights.h5`, or the shard index and shards."""
+    names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+    return [
+        name
+        for name in names
+        if name in (WEIGHTS_FILE, SHARDED_WEIGHTS_FILE)
+        or (name.startswith("model_") and name.endswith(".weights.h5"))
+    ]
+
+
+def _shard_names(index_path):
+    with open(index_path, encoding="utf-8") as f:
+        index = json.load(f)
+    names = set()
+    for value in index.get("weight_map", {}).values():
+        names.update([value] if isinstance(value, str) else value)
+    return sorted(names)
+
+
+def _update_shard_index_size(folder):
+    """Keras' shard index records the float32 byte count; make it the stored one."""
+    path = os.path.join(folder, SHARDED_WEIGHTS_FILE)
+    with open(path, encoding="utf-8") as f:
+        index = json.load(f)
+    index.setdefault("metadata", {})["total_size"] = sum(
+        os.path.getsize(os.path.join(folder, name)) for name in _shard_names(path)
+    )
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(index, f, indent=2)
+
+
+def save_preset(
+    model, preset_dir, metadata=None, overwrite=False, weights_dtype="float32",
+    max_shard_size=None,
+):
     """Writes `model` as a preset folder: config.json, model.weights.h5, metadata.json.
 
     Files already in the folder (e.g. a README.md model card written first)
@@ -249,6 +288,10 @@ def save_preset(model, preset_dir, metadata=None, overwrite=False, weights_dtype
         weights_dtype: `"float32"`, or `"float16"` to store the weights at
             half the size (they load back into float32 variables; check the
             mIoU of the stored preset with `keras-sanet eval --preset`).
+        max_shard_size: None writes one `model.weights.h5`; a size in GiB
+            (of float32 weights) writes `model.weights.json` and shards of
+            at most that size (halved by `weights_dtype="float16"`), e.g. to
+            keep every file under a host's file-size limit.
 
     Returns:
         The completed metadata dict (as written to metadata.json).
@@ -278,7 +321,7 @@ def save_preset(model, preset_dir, metadata=None, overwrite=False, weights_dtype
     preset_dir = os.fspath(preset_dir)
     existing = [
         name
-        for name in (*REQUIRED_FILES, METADATA_FILE)
+        for name in (*REQUIRED_FILES, SHARDED_WEIGHTS_FILE, METADATA_FILE)
         if os.path.exists(os.path.join(preset_dir, name))
     ]
     if existing and not overwrite:
@@ -312,15 +355,26 @@ def save_preset(model, preset_dir, metadata=None, overwrite=False, weights_dtype
         clean.build((None, None, None, 3))
         clean.set_weights(model.get_weights())
         model = clean
-    model.save_weights(os.path.join(preset_dir, WEIGHTS_FILE))
+    for name in weight_files(preset_dir):  # an overwritten preset's weights
+        os.remove(os.path.join(preset_dir, name))
+    if max_shard_size is None:
+        model.save_weights(os.path.join(preset_dir, WEIGHTS_FILE))
+    else:
+        model.save_weights(
+            os.path.join(preset_dir, SHARDED_WEIGHTS_FILE), max_shard_size=max_shard_size
+        )
     if weights_dtype == "float16":
         try:
-            store_weights_as_float16(os.path.join(preset_dir, WEIGHTS_FILE))
+            for name in weight_files(preset_dir):
+                if name.endswith(".h5"):
+                    store_weights_as_float16(os.path.join(preset_dir, name))
         except ValueError:
             # No half-written preset left behind.
-            for name in (CONFIG_FILE, WEIGHTS_FILE):
+            for name in (CONFIG_FILE, *weight_files(preset_dir)):
                 os.remove(os.path.join(preset_dir, name))
             raise
+    if max_shard_size is not None:
+        _update_shard_index_size(preset_dir)
     metadata["weights_dtype"] = weights_dtype
     metadata["files"] = file_records(preset_dir)
     with open(os.path.join(preset_dir, METADATA_FILE), "w", encoding="utf-8") as f:
@@ -382,7 +436,8 @@ def _safe_relative_path(name, source):
 def listed_files(metadata, source):
     """The relative paths metadata.json lists, checked to stay inside the folder."""
     names = [_safe_relative_path(name, source) for name in metadata["files"]]
-    for required in REQUIRED_FILES:
+    weights = SHARDED_WEIGHTS_FILE if SHARDED_WEIGHTS_FILE in names else WEIGHTS_FILE
+    for required in (CONFIG_FILE, weights):
         if required not in names:
             raise ValueError(
                 f"Preset {source!r}: metadata.json lists no hash for {required}, so it "
@@ -545,6 +600,28 @@ def transfer_all_but_classifiers(source, target):
     return [layer.name for layer in skipped_layers]
 
 
+def _checked_weights_path(folder, metadata, source):
+    """The file to `load_weights`; a shard index may only name shards metadata.json hashes."""
+    if SHARDED_WEIGHTS_FILE not in metadata["files"]:
+        return os.path.join(folder, WEIGHTS_FILE)
+    index_path = os.path.join(folder, SHARDED_WEIGHTS_FILE)
+    try:
+        shards = _shard_names(index_path)
+    except (json.JSONDecodeError, AttributeError, TypeError) as error:
+        raise ValueError(
+            f"Preset {source!r}: {SHARDED_WEIGHTS_FILE} is not a Keras shard index ({error}). "
+            "Save the preset again with save_preset."
+        ) from error
+    unlisted = [name for name in shards if name not in metadata["files"] or "/" in name]
+    if unlisted or not shards:
+        raise ValueError(
+            f"Preset {source!r}: {SHARDED_WEIGHTS_FILE} names shards that metadata.json does "
+            f"not hash ({', '.join(unlisted) or 'none at all'}), so they cannot be checked. "
+            "Nothing was loaded. Save the preset again with save_preset."
+        )
+    return index_path
+
+
 def load_preset_folder(folder, source=None, fix=None, num_classes=None, **kwargs):
     """Checks a local preset folder and builds its SANet. Returns `(model, metadata)`.
 
@@ -562,7 +639,7 @@ def load_preset_folder(folder, source=None, fix=None, num_classes=None, **kwargs
     model_config = dict(config["config"])
     model_config.update(kwargs)
     model_config["backbone_weights"] = None  # the preset's weights replace them anyway
-    weights_path = os.path.join(folder, WEIGHTS_FILE)
+    weights_path = _checked_weights_path(folder, metadata, source)
     preset_classes = model_config.get("num_classes")
 
     model = _build_sanet(config, model_config)
