@@ -254,17 +254,28 @@ def test_damaged_sharded_presets_fail_before_loading(sharded, tmp_path, damage):
         SANet.from_preset(str(folder))
 
 
-def test_float16_storage_refuses_out_of_range_values_and_unknown_dtypes(tmp_path):
+def test_float16_storage_keeps_out_of_range_arrays_in_float32(tmp_path):
+    import h5py
+
     model = tiny_sanet()
     model.build((None, None, None, 3))
     with pytest.raises(ValueError, match="weights_dtype must be one of"):
         save_preset(model, str(tmp_path / "bad"), METADATA, weights_dtype="bfloat16")
-    model.heads.head_classifiers[0].weights[0].assign(
-        np.full(model.heads.head_classifiers[0].weights[0].shape, 1e6, "float32")
-    )
-    with pytest.raises(ValueError, match="beyond float16's range"):
-        save_preset(model, str(tmp_path / "big"), METADATA, weights_dtype="float16")
-    assert os.listdir(tmp_path / "big") == []
+    # Like the moving variance of a batch norm fed raw 0..255 pixels (ResNet-50's first).
+    kernel = model.heads.head_classifiers[0].weights[0]
+    kernel.assign(np.full(kernel.shape, 1e6, "float32"))
+    metadata = save_preset(model, str(tmp_path / "big"), METADATA, weights_dtype="float16")
+
+    assert len(metadata["float32_arrays"]) == 1
+    name, array = metadata["float32_arrays"][0].split(":")
+    assert name == "model.weights.h5"
+    with h5py.File(tmp_path / "big" / name, "r") as f:
+        assert f[array].dtype == "float32"
+        dtypes = set()
+        f.visititems(lambda _, obj: dtypes.add(str(obj.dtype)) if hasattr(obj, "dtype") else None)
+    assert dtypes == {"float16", "float32"}
+    loaded = SANet.from_preset(str(tmp_path / "big"))
+    np.testing.assert_array_equal(to_numpy(loaded.heads.head_classifiers[0].weights[0]), 1e6)
 
 
 def test_load_preset_returns_the_metadata_and_passes_kwargs(saved):

@@ -67,9 +67,13 @@ def main(argv=None):
     with open(os.path.join(args.run_dir, "config.json")) as f:
         run_config = json.load(f)
     crop = [int(s) for s in run_config["data"]["crop_size"]]
-    full = evaluate(
-        ["--weights", model_path], os.path.join(args.run_dir, "eval-val.json"), args.root
-    )
+    full_path = os.path.join(args.run_dir, "eval-val.json")
+    if os.path.exists(full_path) and os.path.getmtime(full_path) > os.path.getmtime(model_path):
+        print(f"Reusing {full_path}: it scored this model.keras (written after it)")
+        with open(full_path) as f:
+            full = json.load(f)
+    else:
+        full = evaluate(["--weights", model_path], full_path, args.root)
     model = keras.saving.load_model(model_path, safe_mode=True)
     metadata = {
         "dataset": CAMVID_INFO,

@@ -190,14 +190,21 @@ WEIGHTS_DTYPES = ("float32", "float16")
 
 
 def store_weights_as_float16(path):
-    """Rewrites every float32 array of a Keras `.weights.h5` file as float16.
+    """Rewrites the float32 arrays of a Keras `.weights.h5` file as float16, where they fit.
 
-    Halves a preset's size. Loading casts the values back to each variable's
-    dtype; the preset's metadata records the storage dtype, and its mIoU is
-    measured on the float16 file (see weights/README.md).
+    Halves a preset's size. Arrays holding values beyond float16's range
+    (65504; e.g. the moving variance of a batch norm fed raw 0..255 pixels)
+    stay float32. Loading casts the values back to each variable's dtype;
+    the preset's metadata records the storage dtype, and its mIoU is
+    measured on the stored file (see weights/README.md).
+
+    Returns:
+        The HDF5 paths of the arrays kept in float32.
     """
     import h5py
     import numpy as np
+
+    kept = []
 
     def copy(source, target):
         target.attrs.update(source.attrs)
@@ -208,12 +215,9 @@ def store_weights_as_float16(path):
             values = item[()]
             if item.dtype == np.float32:
                 if np.any(np.abs(values) > np.finfo(np.float16).max):
-                    raise ValueError(
-                        f"Cannot store {item.name} as float16: it holds values beyond "
-                        "float16's range (65504). Save the preset with "
-                        "weights_dtype='float32'."
-                    )
-                values = values.astype(np.float16)
+                    kept.append(item.name)
+                else:
+                    values = values.astype(np.float16)
             target.create_dataset(name, data=values)
             target[name].attrs.update(item.attrs)
 
@@ -226,6 +230,7 @@ def store_weights_as_float16(path):
     finally:
         if os.path.exists(half):
             os.remove(half)
+    return kept
 
 
 def weight_files(folder):
@@ -286,8 +291,10 @@ def save_preset(
             hashes are added.
         overwrite: replace an existing preset in `preset_dir`.
         weights_dtype: `"float32"`, or `"float16"` to store the weights at
-            half the size (they load back into float32 variables; check the
-            mIoU of the stored preset with `keras-sanet eval --preset`).
+            half the size (they load back into float32 variables; arrays
+            beyond float16's range stay float32 and are listed under
+            `float32_arrays`; check the mIoU of the stored preset with
+            `keras-sanet eval --preset`).
         max_shard_size: None writes one `model.weights.h5`; a size in GiB
             (of float32 weights) writes `model.weights.json` and shards of
             at most that size (halved by `weights_dtype="float16"`), e.g. to
@@ -364,15 +371,14 @@ def save_preset(
             os.path.join(preset_dir, SHARDED_WEIGHTS_FILE), max_shard_size=max_shard_size
         )
     if weights_dtype == "float16":
-        try:
-            for name in weight_files(preset_dir):
-                if name.endswith(".h5"):
-                    store_weights_as_float16(os.path.join(preset_dir, name))
-        except ValueError:
-            # No half-written preset left behind.
-            for name in (CONFIG_FILE, *weight_files(preset_dir)):
-                os.remove(os.path.join(preset_dir, name))
-            raise
+        kept = [
+            f"{name}:{array}"
+            for name in weight_files(preset_dir)
+            if name.endswith(".h5")
+            for array in store_weights_as_float16(os.path.join(preset_dir, name))
+        ]
+        if kept:
+            metadata["float32_arrays"] = kept  # beyond float16's range
     if max_shard_size is not None:
         _update_shard_index_size(preset_dir)
     metadata["weights_dtype"] = weights_dtype
