@@ -263,3 +263,13 @@ def test_argument_errors(kwargs, match):
 def test_feature_errors(features, match):
     with pytest.raises(ValueError, match=match):
         SANetHeads(NUM_CLASSES)(features(make_features()))
+
+
+@pytest.mark.parametrize("attention", ["sa", "se", "none"])
+def test_build_builds_every_sublayer_including_the_training_only_ones(attention):
+    # An unbuilt sublayer (the aux dropout, used only in training) makes Keras'
+    # JAX trainer run an eager forward pass before every predict call.
+    heads = SANetHeads(NUM_CLASSES, attention=attention)
+    heads.build([tuple(f.shape) for f in make_features()])
+    unbuilt = [layer.name for layer in heads._flatten_layers() if not layer.built]
+    assert unbuilt == []

@@ -73,6 +73,39 @@ def test_predict_matches_call_and_is_deterministic():
     np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+@pytest.mark.parametrize("attention", ["sa", "se", "none"])
+def test_every_layer_is_built_by_build(attention):
+    # Keras' JAX trainer runs a whole eager forward pass before every
+    # predict / predict_on_batch while any layer is unbuilt (the training-only
+    # auxiliary dropout was): benchmarks/PROFILE.md.
+    model = tiny_sanet(attention=attention)
+    model.build((None, 32, 32, 3))
+    unbuilt = [layer.name for layer in model._flatten_layers() if not layer.built]
+    assert unbuilt == []
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() == "torch", reason="Keras runs PyTorch eagerly: call runs each time"
+)
+def test_predict_on_batch_does_not_run_call_again_once_compiled():
+    model = tiny_sanet()
+    model.build((None, 32, 32, 3))
+    calls = []
+    call = model.call
+
+    def counting_call(*args, **kwargs):
+        calls.append(1)
+        return call(*args, **kwargs)
+
+    model.call = counting_call
+    images = random_images(1, 32, 32)
+    first = model.predict_on_batch(images)  # traces (and compiles) once
+    calls.clear()
+    second = model.predict_on_batch(images)
+    assert calls == []  # no eager pass, no retrace
+    np.testing.assert_array_equal(first, second)
+
+
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
 def test_mixed_precision_runs_and_returns_float32(policy):
     model = tiny_sanet(dtype=policy)

@@ -265,6 +265,11 @@ class SANetHeads(keras.layers.Layer):
             self.aux_dropout_layer = keras.layers.Dropout(
                 self.aux_dropout, dtype=policy, name="aux_dropout"
             )
+            # Built now, although only training calls it: Keras' JAX trainer
+            # runs a whole eager forward pass before every `predict` /
+            # `predict_on_batch` while any layer of the model is unbuilt
+            # (benchmarks/PROFILE.md).
+            self.aux_dropout_layer.build(aux_shape)
             self.aux_classifier = keras.layers.Conv2D(
                 self.num_classes, 1, dtype=policy, name="aux_classifier"
             )
