@@ -40,7 +40,6 @@ import io
 import json
 import math
 import os
-import tomllib
 
 # Column key -> header, as the paper's tables name them.
 COLUMN_HEADERS = {
@@ -84,13 +83,9 @@ class AblationTable:
 
 def read_table(path):
     """Reads and checks a table file; names the problem and its fix."""
-    if not os.path.isfile(path):
-        raise ValueError(f"Ablation table file {path!r} not found; pass the path of a TOML file.")
-    with open(path, "rb") as f:
-        try:
-            raw = tomllib.load(f)
-        except tomllib.TOMLDecodeError as error:
-            raise ValueError(f"{path} is not valid TOML: {error}") from error
+    from keras_sanet.training.config import read_toml
+
+    raw = read_toml(path, "Ablation table file")
     unknown = sorted(set(raw) - set(TABLE_KEYS))
     if unknown:
         raise ValueError(f"{path}: unknown key(s) {unknown}; valid keys: {list(TABLE_KEYS)}.")

@@ -385,6 +385,17 @@ def _validate_eval(e, source):
         )
 
 
+def read_toml(path, what="Config file"):
+    """The parsed TOML file `path`; a ValueError naming `what` is missing, or the bad TOML."""
+    if not os.path.isfile(path):
+        raise ValueError(f"{what} {path!r} not found. Pass the path of a TOML file.")
+    with open(path, "rb") as f:
+        try:
+            return tomllib.load(f)
+        except tomllib.TOMLDecodeError as error:
+            raise ValueError(f"{path} is not valid TOML: {error}") from error
+
+
 def load_config(path, overrides=()):
     """Reads a TOML config and applies `section.key=value` overrides.
 
@@ -398,13 +409,7 @@ def load_config(path, overrides=()):
     Example:
     >>> config = load_config("configs/camvid_resnet18.toml", ["train.epochs=1"])
     """
-    if not os.path.isfile(path):
-        raise ValueError(f"Config file {path!r} not found. Pass the path of a TOML file.")
-    with open(path, "rb") as f:
-        try:
-            raw = tomllib.load(f)
-        except tomllib.TOMLDecodeError as error:
-            raise ValueError(f"{path} is not valid TOML: {error}") from error
+    raw = read_toml(path)
     for override in overrides:
         key, sep, value = override.partition("=")
         section, dot, name = key.strip().partition(".")
