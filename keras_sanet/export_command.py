@@ -8,6 +8,8 @@ import numpy as np
 
 from keras_sanet.export import FORMATS
 from keras_sanet.export import SUFFIXES
+from keras_sanet.model_loading import add_model_arguments
+from keras_sanet.model_loading import load_model_for_command
 
 DEFAULT_ATOL = 1e-4
 # Size of the random check image when neither --input-size nor a preset gives one.
@@ -46,8 +48,6 @@ Example:
 
 def add_arguments(parser):
     """Adds the `keras-sanet export` options to an argparse parser."""
-    from keras_sanet.prediction.attention_command import add_model_arguments
-
     parser.description = _DESCRIPTION
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     add_model_arguments(parser, dataset=False)
@@ -70,20 +70,6 @@ def add_arguments(parser):
         "--atol", type=float, default=DEFAULT_ATOL,
         help=f"largest allowed |Keras - exported| logit difference (default {DEFAULT_ATOL:g})",
     )
-
-
-def load_model_and_size(args):
-    """Returns `(model, input_size)`; input_size is the preset's `(H, W)`, else None."""
-    from keras_sanet.prediction.attention_command import load_model
-
-    if args.preset and not (args.weights or args.config):
-        from keras_sanet.presets import load_preset
-
-        model, metadata = load_preset(args.preset)
-        size = metadata.get("input_size")
-        return model, tuple(size) if size else None
-    model, _, _ = load_model(args)  # checks the flags, builds from --weights/--config
-    return model, None
 
 
 def check_images(image_path, size):
@@ -144,7 +130,9 @@ def run(args):
     backend = keras.backend.backend()
     # Before the (slow) model load: a format this backend cannot export fails now.
     dynamic = check_format(args.format, backend)
-    model, preset_size = load_model_and_size(args)
+    model, metadata = load_model_for_command(args)
+    # A preset's training crop; None for a file model.
+    preset_size = tuple(metadata["input_size"]) if metadata.get("input_size") else None
     input_size = tuple(args.input_size) if args.input_size else None
     if input_size is None and not dynamic:
         if preset_size is None:

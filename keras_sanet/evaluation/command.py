@@ -6,17 +6,12 @@ import json
 import os
 
 from keras_sanet.data.dataset_info import IGNORE_INDEX
+from keras_sanet.model_loading import add_model_arguments
+from keras_sanet.model_loading import resolve_model_source
 
 PAPER_SCALES = "0.5,0.75,1.0,1.25,1.5,1.75"
 # The named datasets of keras_sanet.data.readers, then any folder of pairs.
 DATASETS = ("camvid", "voc", "voc_aug", "context59", "context60", "folder")
-RUN_DIR_CONFIG = "config.json"
-# --checkpoint -> file inside a run folder, as keras_sanet.training.trainer writes them.
-RUN_DIR_CHECKPOINTS = {
-    "final": "model.keras",
-    "best": os.path.join("checkpoints", "best.weights.h5"),
-    "last": os.path.join("checkpoints", "last.weights.h5"),
-}
 
 _DESCRIPTION = """\
 Evaluate a model on a split: per-class IoU, mIoU and pixel accuracy from one
@@ -51,25 +46,9 @@ def add_arguments(parser):
     """Adds the `keras-sanet eval` options to an argparse parser."""
     parser.description = _DESCRIPTION
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
-    model = parser.add_argument_group("model (give exactly one of --weights, --run-dir, --preset)")
-    model.add_argument(
-        "--weights", metavar="PATH",
-        help="a .keras model file, or a .weights.h5 file together with --config",
+    add_model_arguments(
+        parser, path_flags=("--weights",), run_dir=True, dataset=False, data_config=True
     )
-    model.add_argument(
-        "--config", metavar="PATH",
-        help="training config (.toml, or a run's config.json): SANet arguments for a "
-        ".weights.h5 file, and dataset defaults",
-    )
-    model.add_argument(
-        "--run-dir", metavar="DIR",
-        help=f"training output folder (holding model.keras, checkpoints/, {RUN_DIR_CONFIG})",
-    )
-    model.add_argument(
-        "--checkpoint", choices=tuple(RUN_DIR_CHECKPOINTS), default="final",
-        help="with --run-dir: final (model.keras, default), best or last (checkpoints/)",
-    )
-    model.add_argument("--preset", metavar="NAME_OR_DIR", help="a zoo preset name or folder")
 
     data = parser.add_argument_group("data")
     data.add_argument(
@@ -171,137 +150,6 @@ def parse_crop_size(text):
     return sides
 
 
-# -- the model -------------------------------------------------------------------
-
-
-def _read_config(path):
-    from keras_sanet.training.config import config_from_dict, load_config
-
-    if path.endswith(".json"):
-        if not os.path.isfile(path):
-            raise ValueError(
-                f"Config file {path!r} not found. Pass the path of a run's config.json."
-            )
-        with open(path, encoding="utf-8") as f:
-            try:
-                raw = json.load(f)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path} is not valid JSON: {error}") from error
-        return config_from_dict(raw, source=path)
-    return load_config(path)
-
-
-def load_keras_model(path):
-    """Loads a `.keras` file in safe mode, with our layers registered."""
-    import keras
-
-    import keras_sanet.models  # noqa: F401  (registers SANet and its layers)
-
-    if not os.path.isfile(path):
-        raise ValueError(f"The model file {path!r} does not exist; check the path.")
-    return keras.saving.load_model(path, safe_mode=True)
-
-
-def build_model_from_config(config, num_classes, weights_path):
-    """A SANet with `config.model`'s arguments, loaded from a `.weights.h5` file."""
-    from keras_sanet.training.trainer import build_model
-
-    if not os.path.isfile(weights_path):
-        raise ValueError(f"The weights file {weights_path!r} does not exist; check the path.")
-    # The file holds every weight: never download or read backbone weights again.
-    config = dataclasses.replace(
-        config, model=dataclasses.replace(config.model, backbone_weights="")
-    )
-    model = build_model(config, num_classes)
-    model.build((None, None, None, 3))
-    try:
-        model.load_weights(weights_path)
-    except ValueError as error:
-        raise ValueError(
-            f"Could not load {weights_path!r} into a SANet built from the config "
-            f"({error}). Pass the config the weights were trained with (same backbone, "
-            "output_stride, heads and num_classes)."
-        ) from error
-    return model
-
-
-def _load_preset(name):
-    """Returns `(model, metadata)` of a zoo preset (metadata: dataset, class names...)."""
-    from keras_sanet.models import SANet
-
-    try:
-        from keras_sanet.presets import load_preset
-    except ImportError:
-        load_preset = None
-    if load_preset is None or not hasattr(SANet, "from_preset"):
-        raise ValueError(
-            f"Presets are not available yet in this version of keras-sanet (asked for "
-            f"{name!r}). Evaluate a trained model with --weights FILE.keras or --run-dir RUN."
-        )
-    return load_preset(name)
-
-
-def _model_source(args):
-    given = [flag for flag, value in (("--weights", args.weights), ("--run-dir", args.run_dir),
-                                      ("--preset", args.preset)) if value]
-    if len(given) != 1:
-        raise ValueError(
-            "Give exactly one model source: --weights FILE.keras, --weights "
-            "FILE.weights.h5 --config CONFIG, --run-dir RUN or --preset NAME"
-            + (f" (got {' and '.join(given)})." if given else " (got none).")
-        )
-    if args.checkpoint != "final" and not args.run_dir:
-        raise ValueError(
-            f"--checkpoint {args.checkpoint} picks a file of a training folder; add "
-            "--run-dir RUN, or pass the file itself with --weights."
-        )
-    return given[0]
-
-
-def _resolve_model_files(args):
-    """Returns `(weights_path, config_path)` for --weights / --run-dir (either may be None)."""
-    config_path = args.config
-    if args.run_dir:
-        if not os.path.isdir(args.run_dir):
-            raise ValueError(f"The run folder {args.run_dir!r} does not exist; check the path.")
-        weights = os.path.join(args.run_dir, RUN_DIR_CHECKPOINTS[args.checkpoint])
-        if not os.path.isfile(weights):
-            others = [
-                name for name, path in RUN_DIR_CHECKPOINTS.items()
-                if os.path.isfile(os.path.join(args.run_dir, path))
-            ]
-            raise ValueError(
-                f"{args.run_dir!r} has no {RUN_DIR_CHECKPOINTS[args.checkpoint]} "
-                f"(--checkpoint {args.checkpoint})"
-                + (
-                    f"; use --checkpoint {' or '.join(others)}" if others
-                    else "; is it a keras-sanet training folder? Pass --weights FILE instead"
-                )
-                + "."
-            )
-        run_config = os.path.join(args.run_dir, RUN_DIR_CONFIG)
-        if config_path is None and os.path.isfile(run_config):
-            config_path = run_config
-        if weights.endswith(".weights.h5") and config_path is None:
-            raise ValueError(
-                f"{args.run_dir!r} has no {RUN_DIR_CONFIG} to build the SANet for "
-                f"{weights!r}; pass --config TRAIN_CONFIG.toml."
-            )
-        return weights, config_path
-    weights = args.weights
-    if not weights.endswith((".keras", ".weights.h5")):
-        raise ValueError(
-            f"--weights {weights!r} must be a .keras model file or a .weights.h5 weights "
-            "file (with --config)."
-        )
-    if weights.endswith(".weights.h5") and config_path is None:
-        raise ValueError(
-            f"--weights {weights!r} holds weights only; add --config TRAIN_CONFIG.toml "
-            "(or the run's config.json) so the SANet can be built, or pass the .keras file."
-        )
-    return weights, config_path
-
-
 # -- the data --------------------------------------------------------------------
 
 
@@ -315,13 +163,12 @@ def _int_label_map(label_map):
         ) from None
 
 
-def _build_dataset(args, data_config, model_num_classes, preset_metadata=None):
+def _build_dataset(args, data_config, model_num_classes, metadata):
     """Returns `(name, tf_dataset, num_classes, class_names, ignore_index, num_images)`."""
     from keras_sanet.data import folder_pairs, named_dataset_info, named_pairs
     from keras_sanet.data import segmentation_dataset
 
-    preset_metadata = preset_metadata or {}
-    preset_dataset = preset_metadata.get("dataset")
+    preset_dataset = metadata.get("dataset")
     dataset = (
         args.dataset
         or (data_config.dataset if data_config else None)
@@ -385,7 +232,7 @@ def _build_dataset(args, data_config, model_num_classes, preset_metadata=None):
                 "masks, without the ignore index)."
             )
         pairs = folder_pairs(images, masks)
-        class_names = preset_metadata.get("class_names")
+        class_names = metadata.get("class_names")
         if class_names is not None and len(class_names) != num_classes:
             class_names = None
         label_map = _int_label_map(data_config.label_map) if data_config else None
@@ -463,36 +310,27 @@ def run(args):
     """
     from keras_sanet.evaluation.evaluate import evaluate_model, format_table
 
-    source = _model_source(args)
+    source = resolve_model_source(args)
     # Parse the protocol options before any loading, so typos fail fast.
     if args.scales is not None:
         parse_scales(args.scales)
     parse_crop_size(args.crop_size)
 
-    weights_path = config_path = None
-    if source != "--preset":
-        weights_path, config_path = _resolve_model_files(args)
-    elif args.config:
-        config_path = args.config
-    config = _read_config(config_path) if config_path else None
+    config = source.config
     data_config = config.data if config else None
     protocol = resolve_protocol(args, config.eval if config else None)
     args.split = protocol["split"]
 
-    preset_metadata = {}
-    if source == "--preset":
-        model, preset_metadata = _load_preset(args.preset)
-    elif weights_path.endswith(".keras"):
-        model = load_keras_model(weights_path)
+    if source.from_weights_file:
+        model, metadata = None, {}  # built below, once the dataset fixes num_classes
     else:
-        model = None  # built below, once the dataset fixes num_classes
-
+        model, metadata = source.load()
     model_num_classes = getattr(model, "num_classes", None)
     dataset_name, ds, num_classes, class_names, ignore_index, num_images = _build_dataset(
-        args, data_config, model_num_classes, preset_metadata
+        args, data_config, model_num_classes, metadata
     )
     if model is None:
-        model = build_model_from_config(config, num_classes, weights_path)
+        model, _ = source.load(num_classes)
     elif model_num_classes is not None and model_num_classes != num_classes:
         raise ValueError(
             f"The model predicts {model_num_classes} classes but the {dataset_name} data "
@@ -520,13 +358,13 @@ def run(args):
         {
             "dataset": dataset_name,
             "split": args.split,
-            "weights": weights_path,
+            "weights": source.path,
             "preset": args.preset,
         }
     )
     if config is not None and (config.paper.figure or config.paper.mean_iou):
         results["paper"] = dataclasses.asdict(config.paper)
-    output = args.output or _default_output(args, weights_path, dataset_name)
+    output = args.output or _default_output(args, source.path, dataset_name)
     output_dir = os.path.dirname(os.path.abspath(output))
     os.makedirs(output_dir, exist_ok=True)
     with open(output, "w", encoding="utf-8") as f:

@@ -4,6 +4,9 @@ import argparse
 import os
 
 from keras_sanet.attention_maps import NUM_HEADS
+from keras_sanet.model_loading import add_model_arguments
+from keras_sanet.model_loading import class_names_and_palette
+from keras_sanet.model_loading import load_model_for_command
 
 _DESCRIPTION = """\
 Draw the attention maps of a trained SANet's SA heads for chosen points of an image,
@@ -55,37 +58,6 @@ def add_arguments(parser):
     )
 
 
-def add_model_arguments(parser, dataset=True):
-    """Adds --preset, --weights (alias --model), --config and --dataset for `load_model`.
-
-    Args:
-        parser: an argparse parser.
-        dataset: False leaves --dataset out (class names and colours unused);
-            `load_model` then takes it as None.
-
-    Example:
-    >>> add_model_arguments(argparse.ArgumentParser(), dataset=False)
-    """
-    model = parser.add_argument_group("model (give exactly one of --preset, --weights)")
-    model.add_argument("--preset", metavar="NAME_OR_DIR", help="a zoo preset name, folder or URL")
-    model.add_argument(
-        "--weights", "--model", dest="weights", metavar="PATH",
-        help="a .keras model file, or a .weights.h5 file together with --config",
-    )
-    model.add_argument(
-        "--config", metavar="PATH",
-        help="training config (.toml, or a run's config.json) building the SANet for a "
-        ".weights.h5 file",
-    )
-    if not dataset:
-        parser.set_defaults(dataset=None)
-        return
-    model.add_argument(
-        "--dataset", metavar="NAME",
-        help="with --weights: the dataset whose class names and colours to use (e.g. camvid)",
-    )
-
-
 def parse_points(texts):
     """`["385,215", "10,20"]` -> `((385, 215), (10, 20))`; ValueError naming the bad one."""
     points = []
@@ -116,85 +88,6 @@ def _output_path(output, image_path):
     return output
 
 
-def _config_num_classes(config, config_path):
-    from keras_sanet.data.dataset_info import get_dataset_info
-
-    if config.data.dataset != "folder":
-        return get_dataset_info(config.data.dataset).num_classes
-    if config.data.num_classes < 1:
-        raise ValueError(
-            f"{config_path} has no data.num_classes; add it (the classes the weights were "
-            "trained on), or pass the .keras model instead."
-        )
-    return config.data.num_classes
-
-
-def load_model(args):
-    """Returns `(model, class_names, palette)` from --preset or --weights [--config]."""
-    from keras_sanet.visualization import default_palette
-
-    if bool(args.preset) == bool(args.weights):
-        raise ValueError(
-            "Give exactly one model: --preset NAME_OR_DIR, --weights FILE.keras or "
-            "--weights FILE.weights.h5 --config CONFIG"
-            + (" (got both)." if args.preset else " (got none).")
-        )
-    if args.preset:
-        if args.dataset or args.config:
-            raise ValueError(
-                "--dataset and --config go with --weights; a preset carries its own "
-                "architecture, class names and colours. Leave them out."
-            )
-        from keras_sanet.presets import load_preset
-
-        model, metadata = load_preset(args.preset)
-        num_classes = model.num_classes
-        return (
-            model,
-            metadata.get("class_names") or [f"class {i}" for i in range(num_classes)],
-            metadata.get("palette") or default_palette(num_classes),
-        )
-
-    from keras_sanet.evaluation.command import _read_config
-    from keras_sanet.evaluation.command import build_model_from_config
-    from keras_sanet.evaluation.command import load_keras_model
-
-    weights = args.weights
-    dataset = args.dataset
-    if weights.endswith(".keras"):
-        model = load_keras_model(weights)
-    elif weights.endswith(".weights.h5"):
-        if not args.config:
-            raise ValueError(
-                f"--weights {weights!r} holds weights only; add --config TRAIN_CONFIG.toml "
-                "(or the run's config.json) so the SANet can be built, or pass the .keras "
-                "file."
-            )
-        config = _read_config(args.config)
-        model = build_model_from_config(
-            config, _config_num_classes(config, args.config), weights
-        )
-        if dataset is None and config.data.dataset != "folder":
-            dataset = config.data.dataset
-    else:
-        raise ValueError(
-            f"--weights {weights!r} must be a .keras model file or a .weights.h5 weights "
-            "file (with --config). For a preset folder use --preset."
-        )
-    num_classes = model.num_classes
-    if not dataset:
-        return model, [f"class {i}" for i in range(num_classes)], default_palette(num_classes)
-    from keras_sanet.data.dataset_info import get_dataset_info
-
-    info = get_dataset_info(dataset)
-    if info.num_classes != num_classes:
-        raise ValueError(
-            f"The model predicts {num_classes} classes but {info.name} has "
-            f"{info.num_classes}. Pass the --dataset the model was trained on."
-        )
-    return model, list(info.class_names), list(info.palette)
-
-
 def run(args):
     """Runs `keras-sanet attention` with parsed arguments; returns the exit status 0."""
     from keras_sanet.attention_figure import attention_figure
@@ -213,7 +106,8 @@ def run(args):
     image = read_image(args.image)
     # Check the points before the (slow) model load.
     points = check_points(points, image.shape[:2])
-    model, class_names, palette = load_model(args)
+    model, metadata = load_model_for_command(args)
+    class_names, palette = class_names_and_palette(model, metadata)
     maps = point_attention_maps(model, image, points, heads=heads)
     picture = attention_figure(
         image, maps, palette, class_names=class_names, panel_width=args.panel_width

@@ -6,6 +6,11 @@ import os
 
 import numpy as np
 
+from keras_sanet.data.dataset_info import IGNORE_INDEX
+from keras_sanet.model_loading import add_model_arguments
+from keras_sanet.model_loading import class_names_and_palette
+from keras_sanet.model_loading import load_model_for_command
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 _DESCRIPTION = """\
@@ -32,14 +37,7 @@ def add_arguments(parser):
     parser.description = _DESCRIPTION
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
-    model = parser.add_argument_group("model (give exactly one of --preset, --model)")
-    model.add_argument("--preset", metavar="NAME_OR_DIR", help="a zoo preset name, folder or URL")
-    model.add_argument("--model", metavar="FILE.keras", help="a saved .keras model")
-    model.add_argument(
-        "--dataset", metavar="NAME",
-        help="with --model: the dataset whose class names, colours and label map to use "
-        "(e.g. camvid)",
-    )
+    add_model_arguments(parser, path_flags=("--model",), weights_files=False)
     parser.add_argument("--output", required=True, metavar="DIR", help="folder for the PNGs")
     parser.add_argument(
         "--scales", default="1.0",
@@ -182,61 +180,6 @@ def _label_paths(args, images):
     return [None] * len(images)
 
 
-# -- the model -------------------------------------------------------------------
-
-
-def _load_model(args):
-    """Returns `(model, class_names, palette, ignore_index, label_map)`."""
-    from keras_sanet.visualization import default_palette
-
-    if bool(args.preset) == bool(args.model):
-        raise ValueError(
-            "Give exactly one model: --preset NAME_OR_DIR or --model FILE.keras"
-            + (" (got both)." if args.preset else " (got none).")
-        )
-    if args.preset:
-        if args.dataset:
-            raise ValueError(
-                "--dataset goes with --model; a preset carries its own class names and "
-                "colours. Leave --dataset out."
-            )
-        from keras_sanet.presets import load_preset
-
-        model, metadata = load_preset(args.preset)
-        num_classes = model.num_classes
-        return (
-            model,
-            metadata.get("class_names") or [f"class {i}" for i in range(num_classes)],
-            metadata.get("palette") or default_palette(num_classes),
-            int(metadata.get("ignore_index", 255)),
-            metadata.get("label_map") or {},
-        )
-
-    from keras_sanet.evaluation.command import load_keras_model
-
-    if not args.model.endswith(".keras"):
-        raise ValueError(
-            f"--model {args.model!r} must be a .keras file (model.save). For a preset "
-            "folder use --preset."
-        )
-    model = load_keras_model(args.model)
-    num_classes = getattr(model, "num_classes", None)
-    if num_classes is None:
-        num_classes = int(model.output_shape[-1])
-    if not args.dataset:
-        names = [f"class {i}" for i in range(num_classes)]
-        return model, names, default_palette(num_classes), 255, {}
-    from keras_sanet.data.dataset_info import get_dataset_info
-
-    info = get_dataset_info(args.dataset)
-    if info.num_classes != num_classes:
-        raise ValueError(
-            f"The model predicts {num_classes} classes but {info.name} has "
-            f"{info.num_classes}. Pass the --dataset the model was trained on."
-        )
-    return model, list(info.class_names), list(info.palette), info.ignore_index, info.label_map
-
-
 # -- the command -----------------------------------------------------------------
 
 
@@ -254,7 +197,10 @@ def run(args):
         raise ValueError(f"--alpha {args.alpha} must be in [0, 1].")
     images = collect_images(args.inputs)
     labels = _label_paths(args, images)
-    model, class_names, palette, ignore_index, label_map = _load_model(args)
+    model, metadata = load_model_for_command(args)
+    class_names, palette = class_names_and_palette(model, metadata)
+    ignore_index = int(metadata.get("ignore_index", IGNORE_INDEX))
+    label_map = metadata.get("label_map") or {}
     num_classes = len(class_names)
     predictor = model if args.no_jit else model.predict_on_batch
 
