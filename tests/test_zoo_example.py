@@ -48,7 +48,8 @@ def test_every_bundled_preset_passes_its_sha256_check():
     from keras_sanet.presets.registry import bundled_preset
 
     names = preset_names()
-    assert {"sanet_mobilenetv2_os16_camvid", "sanet_resnet50_os16_camvid"} <= set(names)
+    assert {"sanet_mobilenetv2_os16_camvid", "sanet_resnet50_os16_camvid",
+            "fcn_resnet50_os16_camvid"} <= set(names)
     for name in names:
         folder, _ = bundled_preset(name)
         assert folder is not None, f"{name}: its folder is missing from weights/"
