@@ -9,8 +9,8 @@ import keras
 import numpy as np
 
 from keras_sanet.training.backup import TrainingBackup
-from keras_sanet.training.best_checkpoint import BestCheckpoint
 from keras_sanet.training.backup import read_backup_epoch
+from keras_sanet.training.best_checkpoint import BestCheckpoint
 from keras_sanet.training.config import Config
 from keras_sanet.training.epoch_log import EpochLog
 from keras_sanet.training.epoch_log import history_from_log
