@@ -5,6 +5,7 @@ import os
 import pathlib
 import shutil
 import tarfile
+import tempfile
 
 import keras
 import numpy as np
@@ -24,6 +25,10 @@ from keras_sanet.presets import save_preset
 from keras_sanet.presets import sha256_file
 from keras_sanet.presets import verify_preset
 from keras_sanet.presets.preset_format import classifier_layers
+from keras_sanet.presets.weights_storage import INT8_SCALE_ATTR
+from keras_sanet.presets.weights_storage import dequantize_int8
+from keras_sanet.presets.weights_storage import int8_channel_axis
+from keras_sanet.presets.weights_storage import quantize_int8
 
 PRESET_NAME = "sanet_tiny_toy"
 CLASS_NAMES = ["sky", "road", "car"]
@@ -261,6 +266,8 @@ def test_float16_storage_keeps_out_of_range_arrays_in_float32(tmp_path):
     model.build((None, None, None, 3))
     with pytest.raises(ValueError, match="weights_dtype must be one of"):
         save_preset(model, str(tmp_path / "bad"), METADATA, weights_dtype="bfloat16")
+    with pytest.raises(ValueError, match="'float32', 'float16', 'int8'"):
+        save_preset(model, str(tmp_path / "bad"), METADATA, weights_dtype="uint8")
     # Like the moving variance of a batch norm fed raw 0..255 pixels (ResNet-50's first).
     kernel = model.heads.head_classifiers[0].weights[0]
     kernel.assign(np.full(kernel.shape, 1e6, "float32"))
@@ -276,6 +283,111 @@ def test_float16_storage_keeps_out_of_range_arrays_in_float32(tmp_path):
     assert dtypes == {"float16", "float32"}
     loaded = SANet.from_preset(str(tmp_path / "big"))
     np.testing.assert_array_equal(to_numpy(loaded.heads.head_classifiers[0].weights[0]), 1e6)
+
+
+@pytest.mark.parametrize("max_shard_size", [None, 0.01], ids=["one_file", "sharded"])
+def test_int8_storage_quarters_the_kernels_and_loads_them_dequantized(
+    saved, tmp_path, max_shard_size
+):
+    import h5py
+
+    model = SANet.from_preset(str(saved["folder"]))
+    folder = tmp_path / "int8"
+    metadata = model.save_to_preset(
+        str(folder), METADATA, weights_dtype="int8", max_shard_size=max_shard_size
+    )
+    assert metadata["weights_dtype"] == "int8"
+    h5_files = sorted(folder.glob("*.h5"))
+    assert len(h5_files) == (1 if max_shard_size is None else len(h5_files)) >= 1
+    stored = sum(path.stat().st_size for path in h5_files)
+    assert stored < 0.3 * (saved["folder"] / "model.weights.h5").stat().st_size
+    dtypes = set()
+    for path in h5_files:
+        with h5py.File(path, "r") as f:
+            f.visititems(
+                lambda _, obj: dtypes.add(str(obj.dtype)) if hasattr(obj, "dtype") else None
+            )
+    assert dtypes == {"int8", "float32"}
+    assert len(metadata["int8_arrays"]) == sum(
+        len(v.shape) >= 2 for v in model.weights
+    )
+
+    loaded = SANet.from_preset(str(folder))
+    for variable in loaded.weights:
+        assert variable.dtype == "float32"
+        original = saved["weights"][variable.path]
+        expected = original
+        if original.ndim >= 2:
+            expected = dequantize_int8(*quantize_int8(original))
+            # Abs-max rounding: at most half a step (max|channel| / 254) from the original.
+            axis = int8_channel_axis(original.shape)
+            others = tuple(i for i in range(original.ndim) if i != axis)
+            step = np.max(np.abs(original), axis=others, keepdims=True) / 127
+            assert np.all(np.abs(expected - original) <= step / 2 + 1e-7), variable.path
+        np.testing.assert_array_equal(to_numpy(variable), expected, err_msg=variable.path)
+    np.testing.assert_allclose(
+        to_numpy(loaded(saved["images"])), saved["expected"], atol=0.1, rtol=0.1
+    )
+    assert not any(name.startswith("keras_sanet_int8_") for name in os.listdir(tempfile.gettempdir()))
+
+
+def test_int8_storage_is_read_from_the_files_not_from_the_metadata(saved, tmp_path):
+    model = SANet.from_preset(str(saved["folder"]))
+    folder = tmp_path / "int8"
+    model.save_to_preset(str(folder), METADATA, weights_dtype="int8")
+    expected = to_numpy(SANet.from_preset(str(folder))(saved["images"]))
+    metadata = json.loads((folder / "metadata.json").read_text())
+    metadata["weights_dtype"] = "float32"  # edited: must not load int8 values as weights
+    (folder / "metadata.json").write_text(json.dumps(metadata))
+    np.testing.assert_array_equal(
+        to_numpy(SANet.from_preset(str(folder))(saved["images"])), expected
+    )
+
+
+def test_int8_array_without_its_scales_fails_with_nothing_loaded(saved, tmp_path):
+    import h5py
+
+    model = SANet.from_preset(str(saved["folder"]))
+    folder = tmp_path / "int8"
+    metadata = model.save_to_preset(str(folder), METADATA, weights_dtype="int8")
+    array = metadata["int8_arrays"][0].split(":")[1]
+    with h5py.File(folder / "model.weights.h5", "a") as f:
+        del f[array].attrs[INT8_SCALE_ATTR]
+    # Re-hashed, as a careless re-export would: the file check passes, the scales are gone.
+    metadata["files"]["model.weights.h5"]["sha256"] = sha256_file(folder / "model.weights.h5")
+    metadata["files"]["model.weights.h5"]["size"] = (folder / "model.weights.h5").stat().st_size
+    (folder / "metadata.json").write_text(json.dumps(metadata))
+    with pytest.raises(ValueError, match=f"{array} has no {INT8_SCALE_ATTR} attribute"):
+        SANet.from_preset(str(folder))
+
+
+@pytest.mark.parametrize(
+    "shape, axis",
+    [((3, 5), 1), ((3, 3, 4, 8), 3), ((3, 3, 6, 1), 2), ((1, 1, 4, 1), 2)],
+    ids=["dense", "conv", "depthwise", "depthwise_1x1"],
+)
+def test_quantize_int8_scales_each_output_channel(shape, axis):
+    values = np.random.default_rng(0).standard_normal(shape).astype("float32")
+    values = values * np.arange(1, shape[axis] + 1).reshape(
+        [-1 if i == axis else 1 for i in range(len(shape))]
+    )
+    assert int8_channel_axis(shape) == axis
+    quantized, scale = quantize_int8(values)
+    assert quantized.dtype == np.int8 and scale.dtype == np.float32
+    assert scale.shape == tuple(n if i == axis else 1 for i, n in enumerate(shape))
+    others = tuple(i for i in range(len(shape)) if i != axis)
+    np.testing.assert_array_equal(np.max(np.abs(quantized), axis=others), 127)
+    assert np.all(np.abs(dequantize_int8(quantized, scale) - values) <= scale / 2 + 1e-7)
+
+
+def test_quantize_int8_keeps_a_zero_channel_at_zero():
+    values = np.zeros((2, 3), "float32")
+    values[:, 1] = [0.5, -1.0]
+    quantized, scale = quantize_int8(values)
+    np.testing.assert_array_equal(quantized[:, [0, 2]], 0)
+    np.testing.assert_array_equal(scale[0, [0, 2]], 1.0)
+    np.testing.assert_array_equal(quantized[:, 1], [64, -127])  # 63.5 rounds to even
+    np.testing.assert_allclose(dequantize_int8(quantized, scale)[:, 1], [64 / 127, -1.0])
 
 
 def test_load_preset_returns_the_metadata_and_passes_kwargs(saved):

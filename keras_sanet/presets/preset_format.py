@@ -26,6 +26,11 @@ import posixpath
 
 import keras
 
+from keras_sanet.presets.weights_storage import WEIGHTS_DTYPES
+from keras_sanet.presets.weights_storage import float32_weight_files
+from keras_sanet.presets.weights_storage import store_weights_as_float16
+from keras_sanet.presets.weights_storage import store_weights_as_int8
+
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
 SHARDED_WEIGHTS_FILE = "model.weights.json"
@@ -186,53 +191,6 @@ def _complete_metadata(model, metadata):
     return metadata
 
 
-WEIGHTS_DTYPES = ("float32", "float16")
-
-
-def store_weights_as_float16(path):
-    """Rewrites the float32 arrays of a Keras `.weights.h5` file as float16, where they fit.
-
-    Halves a preset's size. Arrays holding values beyond float16's range
-    (65504; e.g. the moving variance of a batch norm fed raw 0..255 pixels)
-    stay float32. Loading casts the values back to each variable's dtype;
-    the preset's metadata records the storage dtype, and its mIoU is
-    measured on the stored file (see weights/README.md).
-
-    Returns:
-        The HDF5 paths of the arrays kept in float32.
-    """
-    import h5py
-    import numpy as np
-
-    kept = []
-
-    def copy(source, target):
-        target.attrs.update(source.attrs)
-        for name, item in source.items():
-            if isinstance(item, h5py.Group):
-                copy(item, target.create_group(name))
-                continue
-            values = item[()]
-            if item.dtype == np.float32:
-                if np.any(np.abs(values) > np.finfo(np.float16).max):
-                    kept.append(item.name)
-                else:
-                    values = values.astype(np.float16)
-            target.create_dataset(name, data=values)
-            target[name].attrs.update(item.attrs)
-
-    # h5py does not reclaim the space of deleted datasets: write a new file.
-    half = path + ".float16.tmp"
-    try:
-        with h5py.File(path, "r") as source, h5py.File(half, "w") as target:
-            copy(source, target)
-        os.replace(half, path)
-    finally:
-        if os.path.exists(half):
-            os.remove(half)
-    return kept
-
-
 def weight_files(folder):
     """The weight files in a preset folder: `model.weights.h5`, or the shard index and shards."""
     names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
@@ -290,15 +248,18 @@ def save_preset(
             are kept. Versions, parameter count, the input note and file
             hashes are added.
         overwrite: replace an existing preset in `preset_dir`.
-        weights_dtype: `"float32"`, or `"float16"` to store the weights at
-            half the size (they load back into float32 variables; arrays
-            beyond float16's range stay float32 and are listed under
-            `float32_arrays`; check the mIoU of the stored preset with
-            `keras-sanet eval --preset`).
+        weights_dtype: `"float32"`; `"float16"` to store the weights at
+            half the size (arrays beyond float16's range stay float32 and
+            are listed under `float32_arrays`); or `"int8"` for a quarter:
+            kernels in int8 with per-channel float32 scales, listed under
+            `int8_arrays` (see `keras_sanet.presets.weights_storage`). All
+            load back into float32 variables; check the mIoU of the stored
+            preset with `keras-sanet eval --preset`.
         max_shard_size: None writes one `model.weights.h5`; a size in GiB
             (of float32 weights) writes `model.weights.json` and shards of
-            at most that size (halved by `weights_dtype="float16"`), e.g. to
-            keep every file under a host's file-size limit.
+            at most that size (halved by `weights_dtype="float16"`, about a
+            quarter with `"int8"`), e.g. to keep every file under a host's
+            file-size limit.
 
     Returns:
         The completed metadata dict (as written to metadata.json).
@@ -370,15 +331,17 @@ def save_preset(
         model.save_weights(
             os.path.join(preset_dir, SHARDED_WEIGHTS_FILE), max_shard_size=max_shard_size
         )
-    if weights_dtype == "float16":
-        kept = [
+    store = {"float16": store_weights_as_float16, "int8": store_weights_as_int8}
+    if weights_dtype in store:
+        arrays = [
             f"{name}:{array}"
             for name in weight_files(preset_dir)
             if name.endswith(".h5")
-            for array in store_weights_as_float16(os.path.join(preset_dir, name))
+            for array in store[weights_dtype](os.path.join(preset_dir, name))
         ]
-        if kept:
-            metadata["float32_arrays"] = kept  # beyond float16's range
+        # float16: the arrays beyond its range, kept in float32; int8: the kernels quantized.
+        if arrays:
+            metadata["float32_arrays" if weights_dtype == "float16" else "int8_arrays"] = arrays
     if max_shard_size is not None:
         _update_shard_index_size(preset_dir)
     metadata["weights_dtype"] = weights_dtype
@@ -649,7 +612,8 @@ def load_preset_folder(folder, source=None, fix=None, num_classes=None, **kwargs
     preset_classes = model_config.get("num_classes")
 
     model = _build_sanet(config, model_config)
-    model.load_weights(weights_path)
+    with float32_weight_files(weights_path, weight_files(folder), source) as path:
+        model.load_weights(path)
     if num_classes is None or num_classes == preset_classes:
         return model, metadata
 
