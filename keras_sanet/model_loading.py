@@ -5,6 +5,8 @@ command adds the model flags it takes with `add_model_arguments`;
 `load_model_for_command` checks them (errors name the problem and the fix) and
 returns the model with what is known of its classes: a preset's metadata, or the
 class names, colours and label map of the dataset a saved model was trained on.
+Inference commands also take `--dtype POLICY` (e.g. `mixed_bfloat16`): the
+model is loaded under that Keras dtype policy.
 
 Example:
 
@@ -43,6 +45,8 @@ class ModelFlags:
             of a saved model.
         data_config: `--config` also gives the command's data defaults, so it
             goes with a preset too.
+        dtype: take `--dtype POLICY`, the Keras dtype policy to load the model
+            under (e.g. `mixed_bfloat16`).
     """
 
     path_flags: tuple = ("--weights", "--model")
@@ -50,6 +54,7 @@ class ModelFlags:
     run_dir: bool = False
     dataset: bool = True
     data_config: bool = False
+    dtype: bool = False
 
     @property
     def path_flag(self):
@@ -115,6 +120,13 @@ def add_model_arguments(parser, **flags):
             "--dataset", metavar="NAME",
             help=f"with {flags.path_flag}: the dataset whose class names, colours and label "
             "map to use (e.g. camvid)",
+        )
+    if flags.dtype:
+        group.add_argument(
+            "--dtype", metavar="POLICY",
+            help="Keras dtype policy to run the model under, e.g. mixed_bfloat16 or "
+            "mixed_float16 (float32 weights, 16-bit compute, float32 logits; default: the "
+            "model's own, float32 for the zoo)",
         )
     parser.set_defaults(model_flags=flags)
 
@@ -236,7 +248,8 @@ class ModelSource:
 
     Exactly one of `preset` and `path` (a `.keras` or `.weights.h5` file) is
     set; `config_path` builds a `.weights.h5` file's SANet (and, for `eval`,
-    gives the data defaults); `dataset` names the class names of a saved model.
+    gives the data defaults); `dataset` names the class names of a saved model;
+    `dtype` is the dtype policy to load the model under (None: its own).
     """
 
     flags: ModelFlags
@@ -244,6 +257,7 @@ class ModelSource:
     path: str = None
     config_path: str = None
     dataset: str = None
+    dtype: str = None
 
     @functools.cached_property
     def config(self):
@@ -270,8 +284,11 @@ class ModelSource:
         if self.preset:
             from keras_sanet.presets import load_preset
 
-            model, metadata = load_preset(self.preset)
+            overrides = {"dtype": self.dtype} if self.dtype else {}
+            model, metadata = load_preset(self.preset, **overrides)
             return model, dict(metadata)
+        from keras_sanet.models.dtype_policy import with_dtype_policy
+
         dataset = self.dataset
         if not self.from_weights_file:
             model = load_keras_model(self.path)
@@ -282,6 +299,7 @@ class ModelSource:
             model = build_model_from_config(config, num_classes, self.path)
             if dataset is None and self.flags.dataset and config.data.dataset != "folder":
                 dataset = config.data.dataset
+        model = with_dtype_policy(model, self.dtype)
         return model, _dataset_metadata(model, dataset)
 
 
@@ -346,6 +364,11 @@ def resolve_model_source(args):
     config_path = args.config if flags.weights_files else None
     run_dir = args.run_dir if flags.run_dir else None
     dataset = args.dataset if flags.dataset else None
+    dtype = None
+    if flags.dtype and args.dtype:
+        from keras_sanet.models.dtype_policy import get_dtype_policy
+
+        dtype = get_dtype_policy(args.dtype).name  # checked before any loading
     given = [
         flag for flag, value in (("--preset", args.preset), (flags.path_flag, path),
                                  ("--run-dir", run_dir)) if value
@@ -372,12 +395,12 @@ def resolve_model_source(args):
                 "a preset carries its own architecture, class names and colours. Leave "
                 f"{'them' if several else excluded[0]} out."
             )
-        return ModelSource(flags, preset=args.preset, config_path=config_path)
+        return ModelSource(flags, preset=args.preset, config_path=config_path, dtype=dtype)
     if run_dir:
         path, config_path = _run_dir_files(run_dir, args.checkpoint, config_path)
     else:
         _check_model_file(flags, path, config_path)
-    return ModelSource(flags, path=path, config_path=config_path, dataset=dataset)
+    return ModelSource(flags, path=path, config_path=config_path, dataset=dataset, dtype=dtype)
 
 
 def load_model_for_command(args):

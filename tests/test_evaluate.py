@@ -239,6 +239,7 @@ def test_eval_command_on_camvid_writes_json_next_to_the_weights(tmp_path, camvid
         results = json.load(f)
     assert RESULT_KEYS | {"dataset", "split", "weights", "preset"} <= set(results)
     assert results["num_images"] == 3 and results["dataset"] == "camvid"
+    assert results["dtype_policy"] == "float32"
     assert list(results["per_class_iou"]) == list(CAMVID_INFO.class_names)
     # The same numbers as an in-process evaluation (void 11 mapped to ignore).
     val = camvid_dataset(camvid, "val", batch_size=1, progress=False)
@@ -304,6 +305,7 @@ def test_eval_command_run_dir_uses_model_and_config(tmp_path, tree):
         (["--weights", "a.keras", "--scales", "1,-2"], "--scales"),
         (["--weights", "a.keras", "--crop-size", "10,x"], "--crop-size"),
         (["--weights", "a.keras", "--stride-ratio", "0"], "--stride-ratio"),
+        (["--weights", "a.keras", "--dtype", "float8"], "Unknown dtype policy 'float8'; use one"),
     ],
 )
 def test_eval_command_errors_name_the_fix(tmp_path, monkeypatch, capsys, argv, match):
@@ -311,6 +313,13 @@ def test_eval_command_errors_name_the_fix(tmp_path, monkeypatch, capsys, argv, m
     assert cli.main(["eval", *argv]) == 2
     error = capsys.readouterr().err
     assert error.startswith("keras-sanet eval: error:") and match in error
+
+
+def test_eval_command_dtype_refuses_a_model_that_cannot_follow_it(tmp_path, camvid, capsys):
+    _, path = _saved_toy(tmp_path, CAMVID_INFO.num_classes)
+    argv = ["eval", "--weights", path, "--root", camvid, "--dtype", "mixed_bfloat16"]
+    assert cli.main(argv) == 2
+    assert 'keras.config.set_dtype_policy("mixed_bfloat16")' in capsys.readouterr().err
 
 
 def test_eval_command_run_dir_without_the_checkpoint(tmp_path, capsys):
@@ -382,6 +391,9 @@ def test_eval_command_with_a_saved_sanet(tmp_path, camvid):
             from_preset = json.load(f)
         assert from_preset["confusion_matrix"] == expected["confusion_matrix"]
         assert from_preset["dataset"] == "camvid" and from_preset["preset"] == preset
+        assert cli.main(argv + ["--dtype", "mixed_bfloat16"]) == 0
+        with open(output) as f:
+            assert json.load(f)["dtype_policy"] == "mixed_bfloat16"
 
 
 @pytest.mark.slow

@@ -116,6 +116,25 @@ def test_every_source_loads_the_same_model(saved, command, argv, metadata):
         assert names == ["class 0", "class 1", "class 2"] and palette == default_palette(3)
 
 
+@pytest.mark.parametrize(
+    "command,argv",
+    [
+        ("eval", ["--preset", "{preset}"]),  # SANet.from_preset(..., dtype=...)
+        _slow_on_jax(("predict", ["--model", "{keras}"])),  # with_dtype_policy
+    ],
+)
+def test_dtype_loads_the_model_under_the_policy(saved, command, argv):
+    argv = [arg.format(**saved["paths"]) for arg in argv] + ["--dtype", "mixed_bfloat16"]
+    model, _ = load_model_for_command(_args(command, argv))
+    assert model.dtype_policy.name == "mixed_bfloat16"
+    assert {str(w.dtype) for w in model.weights} == {"float32"}
+    logits = to_numpy(model(saved["images"]))
+    assert logits.dtype == np.float32
+    np.testing.assert_allclose(
+        logits, saved["logits"], atol=0.05 * np.abs(saved["logits"]).max()
+    )
+
+
 @pytest.mark.parametrize("command", ["predict", "attention"])
 def test_dataset_gives_class_names_colours_and_label_map(tmp_path, command):
     flag = "--model" if command == "predict" else "--weights"
@@ -133,10 +152,14 @@ def test_dataset_gives_class_names_colours_and_label_map(tmp_path, command):
 @pytest.mark.parametrize(
     "command,has,lacks",
     [
-        ("predict", ["--preset", "--model", "--dataset"], ["--weights", "--config", "--run-dir"]),
-        ("eval", ["--preset", "--weights", "--config", "--run-dir", "--checkpoint"], ["--model"]),
-        ("attention", ["--preset", "--weights", "--model", "--config", "--dataset"], ["--run-dir"]),
-        ("export", ["--preset", "--weights", "--model", "--config"], ["--dataset", "--run-dir"]),
+        ("predict", ["--preset", "--model", "--dataset", "--dtype"],
+         ["--weights", "--config", "--run-dir"]),
+        ("eval", ["--preset", "--weights", "--config", "--run-dir", "--checkpoint", "--dtype"],
+         ["--model"]),
+        ("attention", ["--preset", "--weights", "--model", "--config", "--dataset", "--dtype"],
+         ["--run-dir"]),
+        ("export", ["--preset", "--weights", "--model", "--config"],
+         ["--dataset", "--run-dir", "--dtype"]),
     ],
 )
 def test_each_command_keeps_its_flags(command, has, lacks):
@@ -167,6 +190,9 @@ def test_each_command_keeps_its_flags(command, has, lacks):
         ("predict", ["--model", "{tmp}/missing.keras"], "does not exist; check the path"),
         ("attention", ["--weights", "{tmp}/missing.weights.h5", "--config", "{config}"],
          "The weights file"),
+        ("predict", ["--preset", "p", "--dtype", "float8"],
+         "Unknown dtype policy 'float8'; use one of float32, mixed_bfloat16"),
+        ("eval", ["--run-dir", "{tmp}/missing", "--dtype", "mixed_bf16"], "Unknown dtype policy"),
     ],
 )
 def test_errors_name_the_problem_and_the_fix(saved, tmp_path, command, argv, match):

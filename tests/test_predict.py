@@ -141,6 +141,7 @@ def test_a_model_for_another_dataset_is_refused(setup, tmp_path, capsys):
         (["{images}", "--preset", "p", "--label", "x.png"], "--label scores one image"),
         (["{images}", "--preset", "p", "--labels", "{empty}"], "No label mask for"),
         (["{images}", "--preset", "p", "--scales", "0,1"], "--scales"),
+        (["{images}", "--preset", "p", "--dtype", "float8"], "Unknown dtype policy 'float8'"),
     ],
 )
 def test_input_errors_name_the_file_and_fix(setup, tmp_path, capsys, argv, match):

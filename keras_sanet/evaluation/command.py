@@ -47,7 +47,8 @@ def add_arguments(parser):
     parser.description = _DESCRIPTION
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     add_model_arguments(
-        parser, path_flags=("--weights",), run_dir=True, dataset=False, data_config=True
+        parser, path_flags=("--weights",), run_dir=True, dataset=False, data_config=True,
+        dtype=True,
     )
 
     data = parser.add_argument_group("data")
@@ -360,6 +361,7 @@ def run(args):
             "split": args.split,
             "weights": source.path,
             "preset": args.preset,
+            "dtype_policy": model.dtype_policy.name,
         }
     )
     if config is not None and (config.paper.figure or config.paper.mean_iou):

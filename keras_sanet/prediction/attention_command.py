@@ -47,7 +47,7 @@ def add_arguments(parser):
         help=f"SA heads to draw, 1 (low level) .. {NUM_HEADS} (high level); default: 1 4 "
         "(the paper's Figure 6)",
     )
-    add_model_arguments(parser)
+    add_model_arguments(parser, dtype=True)
     parser.add_argument(
         "--output", required=True, metavar="PATH",
         help="the PNG to write, or a folder (then FOLDER/<image stem>_attention.png)",

@@ -37,7 +37,7 @@ def add_arguments(parser):
     parser.description = _DESCRIPTION
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
-    add_model_arguments(parser, path_flags=("--model",), weights_files=False)
+    add_model_arguments(parser, path_flags=("--model",), weights_files=False, dtype=True)
     parser.add_argument("--output", required=True, metavar="DIR", help="folder for the PNGs")
     parser.add_argument(
         "--scales", default="1.0",
