@@ -239,7 +239,7 @@ def test_eval_command_on_camvid_writes_json_next_to_the_weights(tmp_path, camvid
         results = json.load(f)
     assert RESULT_KEYS | {"dataset", "split", "weights", "preset"} <= set(results)
     assert results["num_images"] == 3 and results["dataset"] == "camvid"
-    assert results["dtype_policy"] == "float32"
+    assert results["dtype_policy"] == "float32" and results["size_multiple"] == 0
     assert list(results["per_class_iou"]) == list(CAMVID_INFO.class_names)
     # The same numbers as an in-process evaluation (void 11 mapped to ignore).
     val = camvid_dataset(camvid, "val", batch_size=1, progress=False)
@@ -258,7 +258,7 @@ def test_eval_command_on_a_folder_with_the_paper_protocol(tmp_path, tree, capsys
             "eval", "--weights", path, "--dataset", "folder", "--images", tree[0],
             "--masks", tree[1], "--num-classes", "3", "--scales", "0.5,1.0,1.5", "--flip",
             "--crop-size", "8,12", "--stride-ratio", "0.5", "--limit", "2", "--batch-size", "1",
-            "--output", output, "--no-progress",
+            "--size-multiple", "8", "--output", output, "--no-progress",
         ]
     )
     assert code == 0
@@ -267,10 +267,11 @@ def test_eval_command_on_a_folder_with_the_paper_protocol(tmp_path, tree, capsys
     assert results["num_images"] == 2 and results["limit"] == 2
     assert results["scales"] == [0.5, 1.0, 1.5] and results["flip"] is True
     assert results["crop_size"] == [8, 12] and results["stride_ratio"] == 0.5
+    assert results["size_multiple"] == 8  # pads the 6x8 whole images of scale 0.5 to 8x8
     first_two = _dataset(tree, 1).take(2)
     expected_cm = reference_confusion(
         model, first_two, NUM_CLASSES, scales=(0.5, 1.0, 1.5), flip=True, crop_size=(8, 12),
-        stride_ratio=0.5,
+        stride_ratio=0.5, size_multiple=8,
     )
     np.testing.assert_array_equal(results["confusion_matrix"], expected_cm)
 
@@ -306,6 +307,8 @@ def test_eval_command_run_dir_uses_model_and_config(tmp_path, tree):
         (["--weights", "a.keras", "--crop-size", "10,x"], "--crop-size"),
         (["--weights", "a.keras", "--stride-ratio", "0"], "--stride-ratio"),
         (["--weights", "a.keras", "--dtype", "float8"], "Unknown dtype policy 'float8'; use one"),
+        (["--weights", "a.keras", "--size-multiple", "-1"], "--size-multiple '-1' must be a whole"),
+        (["--weights", "a.keras", "--size-multiple", "x"], "--size-multiple 'x' must be a whole"),
     ],
 )
 def test_eval_command_errors_name_the_fix(tmp_path, monkeypatch, capsys, argv, match):

@@ -307,6 +307,9 @@ def test_scaled_size_from_a_base_size(size, scale, expected):
         ({"num_classes": 7}, "predicts 4 classes"),
         ({"base_size": 0}, "base_size"),
         ({"base_size": -520}, "base_size"),
+        ({"size_multiple": -32}, "size_multiple"),
+        ({"size_multiple": 1.5}, "size_multiple"),
+        ({"size_multiple": True}, "size_multiple"),
     ],
 )
 def test_bad_arguments_name_the_fix(kwargs, match):
@@ -325,3 +328,64 @@ def test_model_must_return_logits_at_the_input_size():
     )
     with pytest.raises(ValueError, match="same size"):
         predict_logits(model, random_images(1, 8, 8))
+
+
+# -- size buckets (size_multiple) ---------------------------------------------------
+
+
+@pytest.mark.parametrize("size", [(1, 1), (5, 7), (33, 40)])
+@pytest.mark.parametrize("protocol", [{}, {"scales": (0.5, 1.5), "flip": True}])
+def test_size_multiple_returns_logits_at_the_input_size(size, protocol):
+    logits = predict_logits(context_model(), random_images(2, *size), size_multiple=16, **protocol)
+    assert tuple(logits.shape) == (2, *size, NUM_CLASSES)
+
+
+def test_size_multiple_mirror_pads_bottom_and_right_and_crops_back():
+    seen = []
+
+    def echo(images):  # "logits" = the padded images themselves
+        seen.append(to_numpy(images))
+        return images
+
+    images = random_images(1, 5, 7)
+    logits = predict_logits(echo, images, size_multiple=8)
+    # Reflect padding at the bottom and right (the edge pixel is not repeated).
+    padded = np.pad(images, ((0, 0), (0, 3), (0, 1), (0, 0)), mode="reflect")
+    np.testing.assert_array_equal(seen[0], padded)
+    np.testing.assert_array_equal(to_numpy(logits), images)
+    # Padding longer than the image mirrors it again; a 1-pixel side repeats its pixel.
+    images = random_images(1, 5, 1)
+    predict_logits(echo, images, size_multiple=8)
+    rows = [0, 1, 2, 3, 4, 3, 2, 1]
+    np.testing.assert_array_equal(seen[1], images[:, rows][:, :, [0] * 8])
+
+
+def test_size_multiple_of_a_pointwise_model_changes_nothing_and_zero_is_exact():
+    model, images = pointwise_model(), random_images(2, 13, 21)
+    padded = to_numpy(predict_logits(model, images, size_multiple=32))
+    np.testing.assert_allclose(padded, model_numpy(model, images), atol=1e-6)
+    for exact in (None, 0):
+        np.testing.assert_array_equal(
+            to_numpy(predict_logits(context_model(), images, size_multiple=exact)),
+            to_numpy(context_model()(images)),
+        )
+
+
+def test_sizes_in_one_bucket_trace_the_model_once_under_predict_on_batch():
+    model = context_model()
+    calls = []
+    call = model.call
+
+    def counting_call(*args, **kwargs):
+        calls.append(1)  # runs once per trace on TensorFlow and JAX
+        return call(*args, **kwargs)
+
+    model.call = counting_call
+    for size in [(17, 30), (20, 32), (25, 19), (32, 32)]:  # all padded to 32x32
+        logits = predict_logits(model.predict_on_batch, random_images(1, *size), size_multiple=16)
+        assert tuple(logits.shape) == (1, *size, NUM_CLASSES)
+    if keras.backend.backend() == "torch":
+        return  # Keras runs PyTorch eagerly: call runs every time
+    assert len(calls) == 1
+    predict_logits(model.predict_on_batch, random_images(1, 33, 32), size_multiple=16)  # 48x32
+    assert len(calls) == 2

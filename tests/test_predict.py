@@ -11,6 +11,7 @@ from PIL import Image
 
 from keras_sanet import SANet
 from keras_sanet import cli
+from keras_sanet.evaluation import predict_logits
 from keras_sanet.evaluation.evaluate import summarize_confusion_matrix
 from keras_sanet.prediction import command
 from keras_sanet.visualization import colorize
@@ -45,13 +46,19 @@ def setup(tmp_path_factory):
         # What the command reads back (JPEG is lossy).
         arrays[stem] = np.asarray(Image.open(images / f"{stem}{suffix}").convert("RGB"))
     (images / "notes.txt").write_text("not an image\n")
-    expected = {
-        stem: np.argmax(to_numpy(model(array[None].astype("float32")))[0], axis=-1)
-        for stem, array in arrays.items()
-    }
+    # predict pads each image up to multiples of 32 by default (--size-multiple 32).
+    expected, exact = (
+        {
+            stem: np.argmax(
+                to_numpy(predict_logits(model, array[None], size_multiple=multiple))[0], axis=-1
+            )
+            for stem, array in arrays.items()
+        }
+        for multiple in (32, 0)
+    )
     return {
         "preset": preset, "keras": keras_path, "images": images, "arrays": arrays,
-        "expected": expected,
+        "expected": expected, "exact": exact,
     }
 
 
@@ -104,21 +111,22 @@ def test_predict_scores_against_a_label_with_the_label_map(setup, tmp_path, caps
 
 
 def test_predict_with_a_keras_model_and_labels_folder(setup, tmp_path):
+    # --size-multiple 0: each image at its exact size, the model's own predictions.
     labels = tmp_path / "labels"
     labels.mkdir()
-    for stem, mask in setup["expected"].items():
+    for stem, mask in setup["exact"].items():
         Image.fromarray(mask.astype(np.uint8)).save(labels / f"{stem}.png")
     out = tmp_path / "out"
     status = cli.main(
         ["predict", str(setup["images"]), "--model", str(setup["keras"]),
-         "--output", str(out), "--labels", str(labels), "--no-progress"]
+         "--output", str(out), "--labels", str(labels), "--no-progress", "--size-multiple", "0"]
     )
     assert status == 0
     scores = json.loads((out / "scores.json").read_text())
     assert scores["mean_iou"] == 1.0 and scores["pixel_accuracy"] == 1.0
     assert set(scores["per_class_iou"]) <= {"class 0", "class 1", "class 2"}
     with Image.open(out / "a_mask.png") as mask_png:
-        np.testing.assert_array_equal(np.asarray(mask_png), setup["expected"]["a"])
+        np.testing.assert_array_equal(np.asarray(mask_png), setup["exact"]["a"])
 
 
 def test_a_model_for_another_dataset_is_refused(setup, tmp_path, capsys):
@@ -141,6 +149,8 @@ def test_a_model_for_another_dataset_is_refused(setup, tmp_path, capsys):
         (["{images}", "--preset", "p", "--label", "x.png"], "--label scores one image"),
         (["{images}", "--preset", "p", "--labels", "{empty}"], "No label mask for"),
         (["{images}", "--preset", "p", "--scales", "0,1"], "--scales"),
+        (["{images}", "--preset", "p", "--size-multiple", "-32"],
+         "--size-multiple '-32' must be a whole number >= 0"),
         (["{images}", "--preset", "p", "--dtype", "float8"], "Unknown dtype policy 'float8'"),
     ],
 )

@@ -103,6 +103,7 @@ def add_arguments(parser):
         "--stride-ratio", type=float, default=None,
         help="window stride as a fraction of the crop (default 2/3)",
     )
+    add_size_multiple_argument(protocol, default=0)
 
     output = parser.add_argument_group("output")
     output.add_argument(
@@ -117,6 +118,30 @@ def add_arguments(parser):
 
 
 # -- parsing -------------------------------------------------------------------
+
+
+def add_size_multiple_argument(parser, default):
+    """Adds `--size-multiple N` (`keras-sanet predict` and `eval`); see `parse_size_multiple`."""
+    parser.add_argument(
+        "--size-multiple", metavar="N", default=str(default),
+        help="mirror-pad whole images at the bottom and right up to multiples of N pixels "
+        "(logits cropped back), so all sizes in one bucket share one compiled model; "
+        f"slightly changes the context at those edges (default {default}; 0: exact sizes)",
+    )
+
+
+def parse_size_multiple(text):
+    """`"32"` -> 32, `"0"` -> 0 (exact sizes); a ValueError naming the expected form otherwise."""
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ValueError(
+            f"--size-multiple {text!r} must be a whole number >= 0: e.g. 32 pads each image "
+            "up to multiples of 32 pixels, 0 keeps the exact sizes."
+        )
+    return value
 
 
 def parse_scales(text):
@@ -316,6 +341,7 @@ def run(args):
     if args.scales is not None:
         parse_scales(args.scales)
     parse_crop_size(args.crop_size)
+    size_multiple = parse_size_multiple(args.size_multiple)
 
     config = source.config
     data_config = config.data if config else None
@@ -350,6 +376,7 @@ def run(args):
         crop_size=protocol["crop_size"],
         stride_ratio=protocol["stride_ratio"],
         base_size=protocol["base_size"],
+        size_multiple=size_multiple,
         progress=not args.no_progress,
         limit=args.limit,
         jit=not args.no_jit,

@@ -9,6 +9,7 @@ from tqdm.auto import tqdm
 
 from keras_sanet.evaluation.inference import (
     _check_base_size,
+    _check_size_multiple,
     _check_stride_ratio,
     _normalize_crop_size,
     _normalize_scales,
@@ -104,6 +105,7 @@ def evaluate_model(
     jit=True,
     total_images=None,
     base_size=None,
+    size_multiple=None,
 ):
     """Scores `model` on a split: mIoU and pixel accuracy from one confusion matrix.
 
@@ -129,6 +131,8 @@ def evaluate_model(
             see `predict_logits`. The paper: `scales=(0.5, 0.75, 1.0, 1.25,
             1.5, 1.75)`, `flip=True`, `crop_size` = the training crop; on
             PASCAL `base_size=520` (PyTorch-Encoding).
+        size_multiple: pad whole images up to multiples of it (one compiled
+            shape per bucket; not the exact protocol), see `predict_logits`.
         progress: show a tqdm progress bar over images.
         limit: score only the first `limit` images (quick checks).
         jit: call a Keras model through its compiled `predict_on_batch`
@@ -142,7 +146,7 @@ def evaluate_model(
         `confusion_matrix` (list of lists, rows labels), `num_images`,
         `num_pixels` (scored pixels), `num_classes`, `class_names`,
         `ignore_index`, `scales`, `flip`, `crop_size`, `stride_ratio`,
-        `base_size`, `limit`, `backend`.
+        `base_size`, `size_multiple` (0: exact sizes), `limit`, `backend`.
 
     Example:
 
@@ -173,6 +177,7 @@ def evaluate_model(
     crop_size = _normalize_crop_size(crop_size)
     _check_stride_ratio(stride_ratio)
     base_size = _check_base_size(base_size)
+    size_multiple = _check_size_multiple(size_multiple)
 
     predictor = _compiled_predictor(model, jit)
     # One metric computes each batch's matrix (ignore handling included); the
@@ -197,6 +202,7 @@ def evaluate_model(
                 stride_ratio=stride_ratio,
                 num_classes=num_classes,
                 base_size=base_size,
+                size_multiple=size_multiple,
             )
             predictions = ops.argmax(logits, axis=-1)
             metric.reset_state()
@@ -233,6 +239,7 @@ def evaluate_model(
         "crop_size": None if crop_size is None else list(crop_size),
         "stride_ratio": float(stride_ratio),
         "base_size": base_size,
+        "size_multiple": size_multiple,
         "limit": limit,
         "backend": keras.backend.backend(),
     }

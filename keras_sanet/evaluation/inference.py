@@ -31,6 +31,10 @@ Where we differ from PyTorch-Encoding's `MultiEvalModule`, and why:
   units), and the padding's logits are cropped off.
 - A scaled image no larger than the crop on both sides runs whole, unpadded
   (the model is fully convolutional); PyTorch-Encoding pads it to the crop.
+  With `size_multiple` it is mirror-padded at the bottom and right up to a
+  multiple of that size and its logits cropped back: sizes in one bucket
+  then share one compiled model call (no retracing), at the price of a
+  slightly different context near those edges.
 """
 
 import math
@@ -175,6 +179,35 @@ def _call(model, images, num_classes):
     return logits
 
 
+def _check_size_multiple(size_multiple):
+    if size_multiple is None:
+        return 0
+    if (
+        isinstance(size_multiple, bool)
+        or not isinstance(size_multiple, numbers.Integral)
+        or size_multiple < 0
+    ):
+        raise ValueError(
+            f"size_multiple={size_multiple!r} must be None or 0 (exact sizes) or a positive "
+            "int, e.g. 32: whole images are padded up to a multiple of it."
+        )
+    return int(size_multiple)
+
+
+def _mirror_pad(images, height, width):
+    """`images` (N, h, w, C) extended to (N, height, width, C) by mirroring the bottom and right.
+
+    Reflect padding (the edge pixel is not repeated), reflected again where the
+    padding exceeds the image, as `np.pad(..., mode="reflect")`.
+    """
+    for axis, size in ((1, height), (2, width)):
+        length = int(images.shape[axis])
+        if size > length:
+            indices = np.pad(np.arange(length), (0, size - length), mode="reflect")
+            images = ops.take(images, indices, axis=axis)
+    return images
+
+
 def _predict_windows(model, images, crop_size, stride_ratio, num_classes):
     """Sliding-window logits of `images` (N, h, w, 3), averaged where windows overlap."""
     batch, height, width, channels = (int(d) for d in images.shape)
@@ -216,11 +249,15 @@ def _predict_windows(model, images, crop_size, stride_ratio, num_classes):
     return logits
 
 
-def _predict_one_size(model, images, crop_size, stride_ratio, num_classes):
-    height, width = int(images.shape[1]), int(images.shape[2])
-    if crop_size is None or (height <= crop_size[0] and width <= crop_size[1]):
+def _predict_one_size(model, images, crop_size, stride_ratio, num_classes, size_multiple=0):
+    batch, height, width = (int(d) for d in images.shape[:3])
+    if crop_size is not None and (height > crop_size[0] or width > crop_size[1]):
+        return _predict_windows(model, images, crop_size, stride_ratio, num_classes)
+    if not size_multiple:
         return _call(model, images, num_classes)
-    return _predict_windows(model, images, crop_size, stride_ratio, num_classes)
+    padded_h, padded_w = (-(-side // size_multiple) * size_multiple for side in (height, width))
+    logits = _call(model, _mirror_pad(images, padded_h, padded_w), num_classes)
+    return ops.slice(logits, (0, 0, 0, 0), (batch, height, width, logits.shape[-1]))
 
 
 def predict_logits(
@@ -232,6 +269,7 @@ def predict_logits(
     stride_ratio=2 / 3,
     num_classes=None,
     base_size=None,
+    size_multiple=None,
 ):
     """Class logits of a batch under the paper's test protocol (multi-scale, flip, windows).
 
@@ -251,8 +289,8 @@ def predict_logits(
     resized to that scale, predicted whole or by windows, and the logits
     resized back, nothing averaged. At scale 1.0 of the image's own size
     (no `base_size`, or one equal to the long side) with an image no larger
-    than the crop, the model's own logits are returned unchanged:
-    `predict_logits(model, x)` is exactly `model(x)`.
+    than the crop and no `size_multiple`, the model's own logits are
+    returned unchanged: `predict_logits(model, x)` is exactly `model(x)`.
 
     Args:
         model: a Keras model or any callable mapping float RGB images
@@ -268,6 +306,12 @@ def predict_logits(
         num_classes: if given, the model's class count is checked against it.
         base_size: `None` (scales multiply each image's own size) or the long
             side at scale 1, e.g. 520 (PyTorch-Encoding's PASCAL protocol).
+        size_multiple: `None` or 0 (whole images at their exact size), or N:
+            whole-image passes are mirror-padded at the bottom and right up to
+            multiples of N and the logits cropped back, so every size in one
+            N-bucket runs one compiled function of a `predict_on_batch`
+            (TensorFlow, JAX) instead of retracing; the padding changes the
+            context near those edges, so the logits differ slightly.
 
     Returns:
         A float tensor `(N, H, W, K)` of logits at the input size.
@@ -286,6 +330,7 @@ def predict_logits(
     crop_size = _normalize_crop_size(crop_size)
     _check_stride_ratio(stride_ratio)
     base_size = _check_base_size(base_size)
+    size_multiple = _check_size_multiple(size_multiple)
     images = ops.convert_to_tensor(images)
     if len(images.shape) != 4 or images.shape[-1] != 3:
         raise ValueError(
@@ -303,7 +348,9 @@ def predict_logits(
         # The mirror is predicted in the same model call as the image (one
         # batch of 2N), which halves the calls and their dispatch cost.
         batch = ops.concatenate([scaled, ops.flip(scaled, axis=2)], axis=0) if flip else scaled
-        logits = _predict_one_size(model, batch, crop_size, stride_ratio, num_classes)
+        logits = _predict_one_size(
+            model, batch, crop_size, stride_ratio, num_classes, size_multiple
+        )
         logits = resize_to(logits, size, "bilinear")
         if flip:
             count = int(images.shape[0])

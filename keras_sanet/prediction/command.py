@@ -7,6 +7,7 @@ import os
 import numpy as np
 
 from keras_sanet.data.dataset_info import IGNORE_INDEX
+from keras_sanet.evaluation.command import add_size_multiple_argument
 from keras_sanet.model_loading import add_model_arguments
 from keras_sanet.model_loading import class_names_and_palette
 from keras_sanet.model_loading import load_model_for_command
@@ -45,6 +46,7 @@ def add_arguments(parser):
         "0.5,0.75,1.0,1.25,1.5,1.75)",
     )
     parser.add_argument("--flip", action="store_true", help="also predict mirrored images")
+    add_size_multiple_argument(parser, default=32)
     parser.add_argument(
         "--alpha", type=float, default=0.5, help="opacity of the colours in the overlay"
     )
@@ -188,11 +190,13 @@ def run(args):
     from tqdm.auto import tqdm
 
     from keras_sanet.evaluation.command import parse_scales
+    from keras_sanet.evaluation.command import parse_size_multiple
     from keras_sanet.evaluation.evaluate import summarize_confusion_matrix
     from keras_sanet.evaluation.inference import predict_logits
     from keras_sanet.visualization import save_prediction
 
     scales = parse_scales(args.scales)
+    size_multiple = parse_size_multiple(args.size_multiple)
     if not 0 <= args.alpha <= 1:
         raise ValueError(f"--alpha {args.alpha} must be in [0, 1].")
     images = collect_images(args.inputs)
@@ -212,7 +216,8 @@ def run(args):
     for image_path, label_path in zip(progress, labels):
         image = read_image(image_path)
         logits = predict_logits(
-            predictor, image[None].astype("float32"), scales=scales, flip=args.flip
+            predictor, image[None].astype("float32"), scales=scales, flip=args.flip,
+            size_multiple=size_multiple,
         )
         mask = np.argmax(keras.ops.convert_to_numpy(logits)[0], axis=-1).astype(np.uint8)
         stem = os.path.splitext(os.path.basename(image_path))[0]
