@@ -19,6 +19,7 @@ from keras_sanet import cli
 from keras_sanet.backbones import backbone_names
 from keras_sanet.backbones.registry import BackboneSpec
 from keras_sanet.backbones.registry import register_backbone
+from keras_sanet.evaluation import ablation
 from keras_sanet.evaluation.ablation import protocol_tag
 from keras_sanet.evaluation.ablation import read_table
 from keras_sanet.training.config import load_config
@@ -196,3 +197,21 @@ def test_table_file_errors_name_the_fix(tmp_path, capsys):
     assert "row config(s) not found" in capsys.readouterr().err
     assert cli.main(["ablation", TABLE2, "--rows", "9", "--no-train"]) == 2
     assert "--rows '9' is neither a row number (1..6)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "extra, reused",
+    [
+        ({}, True),
+        ({"size_multiple": 0, "dtype_policy": "float32"}, True),
+        ({"size_multiple": 32}, False),
+        ({"dtype_policy": "mixed_bfloat16"}, False),
+    ],
+    ids=["old_json", "exact", "padded", "mixed_precision"],
+)
+def test_only_exact_protocol_scores_are_reused(tmp_path, extra, reused):
+    model_path = str(tmp_path / "model.keras")
+    protocol = {"scales": [1.0], "flip": False, "stride_ratio": 2 / 3}
+    results = {"mean_iou": 0.5, "weights": model_path, "limit": None,
+               "scales": [1.0], "flip": False, "stride_ratio": 2 / 3, **extra}
+    assert ablation._matches(results, protocol, None, model_path) is reused

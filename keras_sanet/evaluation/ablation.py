@@ -164,6 +164,11 @@ def _matches(results, protocol, limit, model_path):
                 return False
         elif got != value:
             return False
+    # The table's exact protocol: no size-bucket padding, the model's own (float32) policy.
+    if results.get("size_multiple") not in (None, 0):
+        return False
+    if results.get("dtype_policy") not in (None, "float32"):
+        return False
     return results.get("limit") == limit
 
 
