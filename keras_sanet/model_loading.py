@@ -365,10 +365,11 @@ def resolve_model_source(args):
     run_dir = args.run_dir if flags.run_dir else None
     dataset = args.dataset if flags.dataset else None
     dtype = None
-    if flags.dtype and args.dtype:
+    if flags.dtype and args.dtype is not None:
         from keras_sanet.models.dtype_policy import get_dtype_policy
 
-        dtype = get_dtype_policy(args.dtype).name  # checked before any loading
+        # Checked before any loading; an empty --dtype "" is a mistake, not "the default".
+        dtype = get_dtype_policy(args.dtype, flag="--dtype").name
     given = [
         flag for flag, value in (("--preset", args.preset), (flags.path_flag, path),
                                  ("--run-dir", run_dir)) if value

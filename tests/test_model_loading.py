@@ -190,9 +190,18 @@ def test_each_command_keeps_its_flags(command, has, lacks):
         ("predict", ["--model", "{tmp}/missing.keras"], "does not exist; check the path"),
         ("attention", ["--weights", "{tmp}/missing.weights.h5", "--config", "{config}"],
          "The weights file"),
+        # --dtype is checked first: the message names the flag, the value and the choices.
         ("predict", ["--preset", "p", "--dtype", "float8"],
-         "Unknown dtype policy 'float8'; use one of float32, mixed_bfloat16"),
-        ("eval", ["--run-dir", "{tmp}/missing", "--dtype", "mixed_bf16"], "Unknown dtype policy"),
+         "--dtype 'float8' is not a floating-point Keras dtype policy; use one of float32, "
+         "mixed_bfloat16, mixed_float16, bfloat16, float16"),
+        ("eval", ["--run-dir", "{tmp}/missing", "--dtype", "mixed_bf16"],
+         "--dtype 'mixed_bf16' is not a floating-point Keras dtype policy; use one of"),
+        ("attention", ["--preset", "p", "--dtype", "int32"],
+         "--dtype 'int32' is not a floating-point Keras dtype policy; use one of"),
+        ("eval", ["--preset", "p", "--dtype", "int8_from_float32"],
+         "--dtype 'int8_from_float32' is not a floating-point Keras dtype policy"),
+        ("predict", ["--preset", "p", "--dtype", ""],
+         "--dtype '' is not a floating-point Keras dtype policy"),
     ],
 )
 def test_errors_name_the_problem_and_the_fix(saved, tmp_path, command, argv, match):

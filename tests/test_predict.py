@@ -151,7 +151,8 @@ def test_a_model_for_another_dataset_is_refused(setup, tmp_path, capsys):
         (["{images}", "--preset", "p", "--scales", "0,1"], "--scales"),
         (["{images}", "--preset", "p", "--size-multiple", "-32"],
          "--size-multiple '-32' must be a whole number >= 0"),
-        (["{images}", "--preset", "p", "--dtype", "float8"], "Unknown dtype policy 'float8'"),
+        (["{images}", "--preset", "p", "--dtype", "float8"],
+         "--dtype 'float8' is not a floating-point Keras dtype policy; use one of float32"),
     ],
 )
 def test_input_errors_name_the_file_and_fix(setup, tmp_path, capsys, argv, match):

@@ -6,20 +6,39 @@ import keras
 DTYPE_POLICIES = ("float32", "mixed_bfloat16", "mixed_float16", "bfloat16", "float16")
 
 
-def get_dtype_policy(dtype):
+def get_dtype_policy(dtype, flag=None):
     """The `keras.DTypePolicy` named `dtype`; a ValueError naming the valid ones otherwise.
+
+    Only floating-point, unquantized policies are accepted: Keras also knows
+    integer policies (`"int32"`) and quantized ones (`"int8_from_float32"`),
+    but a trained SANet's float weights cannot run under them.
+
+    Args:
+        dtype: a policy name (e.g. `"mixed_bfloat16"`) or `keras.DTypePolicy`.
+        flag: the command-line flag that gave `dtype` (e.g. `"--dtype"`), named
+            in the error; None for a Python argument.
 
     Example:
     >>> get_dtype_policy("mixed_bfloat16").compute_dtype
     'bfloat16'
     """
     try:
-        return keras.dtype_policies.get(dtype)
+        policy = keras.dtype_policies.get(dtype)
     except (ValueError, TypeError):
+        policy = None
+    if (
+        policy is None
+        or getattr(policy, "quantization_mode", None)
+        or not keras.backend.is_float_dtype(policy.compute_dtype)
+        or not keras.backend.is_float_dtype(policy.variable_dtype)
+    ):
+        given = f"{flag} {dtype!r}" if flag else f"The dtype policy {dtype!r}"
         raise ValueError(
-            f"Unknown dtype policy {dtype!r}; use one of {', '.join(DTYPE_POLICIES)} "
-            "(mixed_*: float32 variables, lower-precision compute)."
-        ) from None
+            f"{given} is not a floating-point Keras dtype policy; use one of "
+            f"{', '.join(DTYPE_POLICIES)} (mixed_*: float32 variables, lower-precision "
+            "compute)."
+        )
+    return policy
 
 
 def _refused(model, policy, why):
