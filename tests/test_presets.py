@@ -294,9 +294,11 @@ def test_int8_storage_quarters_the_kernels_and_loads_them_dequantized(
     model = SANet.from_preset(str(saved["folder"]))
     folder = tmp_path / "int8"
     metadata = model.save_to_preset(
-        str(folder), METADATA, weights_dtype="int8", max_shard_size=max_shard_size
+        str(folder), METADATA, weights_dtype="int8", max_shard_size=max_shard_size,
+        int8_min_kernel_size=0,
     )
-    assert metadata["weights_dtype"] == "int8"
+    assert metadata["weights_dtype"] == "int8" and metadata["int8_min_kernel_size"] == 0
+    assert "float16_arrays" not in metadata
     h5_files = sorted(folder.glob("*.h5"))
     assert len(h5_files) == (1 if max_shard_size is None else len(h5_files)) >= 1
     stored = sum(path.stat().st_size for path in h5_files)
@@ -349,7 +351,9 @@ def test_int8_array_without_its_scales_fails_with_nothing_loaded(saved, tmp_path
 
     model = SANet.from_preset(str(saved["folder"]))
     folder = tmp_path / "int8"
-    metadata = model.save_to_preset(str(folder), METADATA, weights_dtype="int8")
+    metadata = model.save_to_preset(
+        str(folder), METADATA, weights_dtype="int8", int8_min_kernel_size=0
+    )
     array = metadata["int8_arrays"][0].split(":")[1]
     with h5py.File(folder / "model.weights.h5", "a") as f:
         del f[array].attrs[INT8_SCALE_ATTR]
@@ -359,6 +363,38 @@ def test_int8_array_without_its_scales_fails_with_nothing_loaded(saved, tmp_path
     (folder / "metadata.json").write_text(json.dumps(metadata))
     with pytest.raises(ValueError, match=f"{array} has no {INT8_SCALE_ATTR} attribute"):
         SANet.from_preset(str(folder))
+
+
+def test_int8_storage_keeps_small_kernels_in_float16(saved, tmp_path):
+    import h5py
+
+    model = SANet.from_preset(str(saved["folder"]))
+    threshold = 2**16  # splits the tiny ResNet-18 SANet's kernels into both groups
+    folder = tmp_path / "int8_small_f16"
+    metadata = model.save_to_preset(
+        str(folder), METADATA, weights_dtype="int8", int8_min_kernel_size=threshold
+    )
+    assert metadata["int8_min_kernel_size"] == threshold
+    kernels = [v for v in model.weights if len(v.shape) >= 2]
+    small = {v.path for v in kernels if np.prod(v.shape) < threshold}
+    assert 0 < len(small) < len(kernels)
+    assert len(metadata["float16_arrays"]) == len(small)
+    assert len(metadata["int8_arrays"]) == len(kernels) - len(small)
+    with h5py.File(folder / "model.weights.h5", "r") as f:
+        for key, dtype in (("float16_arrays", "float16"), ("int8_arrays", "int8")):
+            for entry in metadata[key]:
+                assert f[entry.split(":")[1]].dtype == dtype, entry
+
+    loaded = SANet.from_preset(str(folder))
+    for variable in loaded.weights:
+        original = saved["weights"][variable.path]
+        if variable.path in small:  # the float16 round trip, exactly
+            expected = original.astype("float16").astype("float32")
+        elif original.ndim >= 2:
+            expected = dequantize_int8(*quantize_int8(original))
+        else:
+            expected = original
+        np.testing.assert_array_equal(to_numpy(variable), expected, err_msg=variable.path)
 
 
 @pytest.mark.parametrize(

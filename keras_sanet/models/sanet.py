@@ -265,14 +265,17 @@ class SANet(keras.Model):
 
     def save_to_preset(
         self, preset_dir, metadata=None, overwrite=False, weights_dtype="float32",
-        max_shard_size=None,
+        max_shard_size=None, **storage_options,
     ):
-        """Writes this model as a preset folder; see `keras_sanet.presets.save_preset`."""
+        """Writes this model as a preset folder; see `keras_sanet.presets.save_preset`.
+
+        `storage_options` (e.g. `int8_min_kernel_size`) go to `save_preset`.
+        """
         from keras_sanet.presets import save_preset
 
         return save_preset(
             self, preset_dir, metadata, overwrite=overwrite, weights_dtype=weights_dtype,
-            max_shard_size=max_shard_size,
+            max_shard_size=max_shard_size, **storage_options,
         )
 
     # -- serialization -----------------------------------------------------

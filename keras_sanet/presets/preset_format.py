@@ -26,6 +26,7 @@ import posixpath
 
 import keras
 
+from keras_sanet.presets.weights_storage import INT8_MIN_KERNEL_SIZE
 from keras_sanet.presets.weights_storage import WEIGHTS_DTYPES
 from keras_sanet.presets.weights_storage import float32_weight_files
 from keras_sanet.presets.weights_storage import store_weights_as_float16
@@ -225,7 +226,7 @@ def _update_shard_index_size(folder):
 
 def save_preset(
     model, preset_dir, metadata=None, overwrite=False, weights_dtype="float32",
-    max_shard_size=None,
+    max_shard_size=None, int8_min_kernel_size=INT8_MIN_KERNEL_SIZE,
 ):
     """Writes `model` as a preset folder: config.json, model.weights.h5, metadata.json.
 
@@ -252,14 +253,19 @@ def save_preset(
             half the size (arrays beyond float16's range stay float32 and
             are listed under `float32_arrays`); or `"int8"` for a quarter:
             kernels in int8 with per-channel float32 scales, listed under
-            `int8_arrays` (see `keras_sanet.presets.weights_storage`). All
-            load back into float32 variables; check the mIoU of the stored
-            preset with `keras-sanet eval --preset`.
+            `int8_arrays` (see `keras_sanet.presets.weights_storage`); kernels
+            smaller than `int8_min_kernel_size` are stored in float16 then,
+            listed under `float16_arrays`. All load back into float32
+            variables; check the mIoU of the stored preset with
+            `keras-sanet eval --preset`.
         max_shard_size: None writes one `model.weights.h5`; a size in GiB
             (of float32 weights) writes `model.weights.json` and shards of
             at most that size (halved by `weights_dtype="float16"`, about a
             quarter with `"int8"`), e.g. to keep every file under a host's
             file-size limit.
+        int8_min_kernel_size: with `weights_dtype="int8"`, kernels of fewer
+            weights are stored in float16 (0: every kernel in int8). Recorded
+            in the metadata.
 
     Returns:
         The completed metadata dict (as written to metadata.json).
@@ -331,17 +337,29 @@ def save_preset(
         model.save_weights(
             os.path.join(preset_dir, SHARDED_WEIGHTS_FILE), max_shard_size=max_shard_size
         )
-    store = {"float16": store_weights_as_float16, "int8": store_weights_as_int8}
-    if weights_dtype in store:
-        arrays = [
-            f"{name}:{array}"
-            for name in weight_files(preset_dir)
-            if name.endswith(".h5")
-            for array in store[weights_dtype](os.path.join(preset_dir, name))
+    weight_h5_files = [name for name in weight_files(preset_dir) if name.endswith(".h5")]
+
+    def listed(arrays_per_file):
+        return [f"{name}:{array}" for name, arrays in arrays_per_file for array in arrays]
+
+    if weights_dtype == "float16":
+        # The arrays beyond float16's range, kept in float32.
+        kept = listed(
+            (name, store_weights_as_float16(os.path.join(preset_dir, name)))
+            for name in weight_h5_files
+        )
+        if kept:
+            metadata["float32_arrays"] = kept
+    elif weights_dtype == "int8":
+        stored = [
+            (name, store_weights_as_int8(os.path.join(preset_dir, name), int8_min_kernel_size))
+            for name in weight_h5_files
         ]
-        # float16: the arrays beyond its range, kept in float32; int8: the kernels quantized.
-        if arrays:
-            metadata["float32_arrays" if weights_dtype == "float16" else "int8_arrays"] = arrays
+        metadata["int8_min_kernel_size"] = int8_min_kernel_size
+        for key, index in (("int8_arrays", 0), ("float16_arrays", 1)):
+            arrays = listed((name, arrays[index]) for name, arrays in stored)
+            if arrays:
+                metadata[key] = arrays
     if max_shard_size is not None:
         _update_shard_index_size(preset_dir)
     metadata["weights_dtype"] = weights_dtype

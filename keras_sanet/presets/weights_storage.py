@@ -6,12 +6,16 @@ may store it smaller:
 - `"float16"`: every float32 array that fits float16's range is stored in
   float16 (half the size); Keras' `load_weights` casts it back.
 - `"int8"`: every kernel (a float32 array of rank 2 or more: convolutions,
-  dense layers) is stored as int8 with one float32 scale per output channel
-  (the last axis; the one before it for a depthwise kernel), the abs-max
-  scheme of `keras.quantizers.abs_max_quantize`: `kernel ~= int8 * scale`,
-  `scale = max|kernel| / 127` over the channel. Biases and batch-norm
-  statistics stay float32. A quarter of the size. Keras cannot read these
-  arrays as they are: `float32_weight_files` writes a float32 copy first.
+  dense layers) of at least `min_kernel_size` weights is stored as int8 with
+  one float32 scale per output channel (the last axis; the one before it for
+  a depthwise kernel), the abs-max scheme of
+  `keras.quantizers.abs_max_quantize`: `kernel ~= int8 * scale`,
+  `scale = max|kernel| / 127` over the channel. Smaller kernels are stored
+  in float16: they are few weights but sit early in the network (a ResNet's
+  stem and first stages), where int8 rounding costs the most accuracy.
+  Biases and batch-norm statistics stay float32. About a quarter of the
+  size. Keras cannot read the int8 arrays as they are:
+  `float32_weight_files` writes a float32 copy first.
 
 The stored file is what users load, so a preset's mIoU is measured on it
 (`keras-sanet eval --preset`): the zoo keeps a smaller storage only where
@@ -26,6 +30,10 @@ import tempfile
 import numpy as np
 
 WEIGHTS_DTYPES = ("float32", "float16", "int8")
+# int8 storage keeps kernels of fewer weights than this in float16: on a ResNet-50 that is
+# the stem, layer1 and layer2 (about 2 % of the weights), where int8 rounding cost the zoo
+# model most of its accuracy loss (weights/README.md, "Weight storage").
+INT8_MIN_KERNEL_SIZE = 2**18
 # The HDF5 attribute carrying an int8 array's per-channel scales (float32, broadcastable).
 INT8_SCALE_ATTR = "keras_sanet_int8_scale"
 
@@ -96,6 +104,11 @@ def _rewrite_h5(path, convert):
             os.remove(rewritten)
 
 
+def _fits_float16(values):
+    """Whether float16 holds every value (its largest finite value is 65504)."""
+    return not np.any(np.abs(values) > np.finfo(np.float16).max)
+
+
 def store_weights_as_float16(path):
     """Rewrites the float32 arrays of a Keras `.weights.h5` file as float16, where they fit.
 
@@ -110,7 +123,7 @@ def store_weights_as_float16(path):
     def convert(item, values):
         if item.dtype != np.float32:
             return values, {}
-        if np.any(np.abs(values) > np.finfo(np.float16).max):
+        if not _fits_float16(values):
             kept.append(item.name)
             return values, {}
         return values.astype(np.float16), {}
@@ -119,23 +132,38 @@ def store_weights_as_float16(path):
     return kept
 
 
-def store_weights_as_int8(path):
+def store_weights_as_int8(path, min_kernel_size=INT8_MIN_KERNEL_SIZE):
     """Rewrites the float32 kernels of a Keras `.weights.h5` file as int8 with scales.
 
+    Args:
+        path: the `.weights.h5` file, rewritten in place.
+        min_kernel_size: kernels with fewer weights are stored in float16
+            instead (float32 where a value is beyond float16's range); 0
+            quantizes every kernel.
+
     Returns:
-        The HDF5 paths of the arrays stored in int8.
+        `(int8_arrays, float16_arrays)`: the HDF5 paths of the kernels stored
+        in int8 and of the small kernels stored in float16.
+
+    Example:
+    >>> int8_arrays, float16_arrays = store_weights_as_int8("model.weights.h5")
     """
-    quantized = []
+    quantized, halved = [], []
 
     def convert(item, values):
         if item.dtype != np.float32 or values.ndim < 2:
             return values, {}
+        if values.size < min_kernel_size:
+            if not _fits_float16(values):
+                return values, {}
+            halved.append(item.name)
+            return values.astype(np.float16), {}
         quantized.append(item.name)
         values, scale = quantize_int8(values)
         return values, {INT8_SCALE_ATTR: scale}
 
     _rewrite_h5(path, convert)
-    return quantized
+    return quantized, halved
 
 
 def _dequantize_file(path, source_name):
