@@ -25,7 +25,8 @@ NUM_CLASSES = 3
 RESULT_KEYS = {
     "mean_iou", "pixel_accuracy", "per_class_iou", "confusion_matrix", "num_images",
     "num_pixels", "num_classes", "class_names", "ignore_index", "scales", "flip",
-    "crop_size", "stride_ratio", "limit", "backend",
+    "crop_size", "stride_ratio", "base_size", "size_multiple", "dtype_policy", "limit",
+    "backend",
 }
 
 
@@ -134,6 +135,13 @@ def test_test_protocol_is_passed_through(tree):
     np.testing.assert_array_equal(results["confusion_matrix"], expected_cm)
     assert results["scales"] == [0.75, 1.0, 1.5]
     assert results["flip"] is True and results["crop_size"] == [8, 12]
+    # keras-sanet predict's scores.json records the same keys (inference_protocol).
+    assert {key: results[key] for key in ("scales", "flip", "size_multiple", "dtype_policy")} == {
+        "scales": [0.75, 1.0, 1.5], "flip": True, "size_multiple": 0, "dtype_policy": "float32"
+    }
+    # A plain callable has no dtype policy to record.
+    plain = evaluate_model(lambda x: model(x), ds, NUM_CLASSES, progress=False, limit=1)
+    assert plain["dtype_policy"] is None
 
 
 @pytest.mark.parametrize("limit, batch_size", [(1, 1), (3, 2), (9, 2)])

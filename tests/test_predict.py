@@ -13,6 +13,7 @@ from keras_sanet import SANet
 from keras_sanet import cli
 from keras_sanet.evaluation import predict_logits
 from keras_sanet.evaluation.evaluate import summarize_confusion_matrix
+from keras_sanet.evaluation.inference import inference_protocol
 from keras_sanet.prediction import command
 from keras_sanet.visualization import colorize
 from keras_sanet.visualization import overlay
@@ -20,6 +21,7 @@ from keras_sanet.visualization import overlay
 CLASS_NAMES = ["sky", "road", "car"]
 PALETTE = [[128, 128, 128], [128, 64, 128], [64, 0, 128]]
 SIZES = {"a": (32, 48), "b": (40, 36)}  # (height, width): any size works
+PROTOCOL_KEYS = ("scales", "flip", "size_multiple", "dtype_policy")
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +59,8 @@ def setup(tmp_path_factory):
         for multiple in (32, 0)
     )
     return {
-        "preset": preset, "keras": keras_path, "images": images, "arrays": arrays,
-        "expected": expected, "exact": exact,
+        "model": model, "preset": preset, "keras": keras_path, "images": images,
+        "arrays": arrays, "expected": expected, "exact": exact,
     }
 
 
@@ -107,7 +109,37 @@ def test_predict_scores_against_a_label_with_the_label_map(setup, tmp_path, caps
     assert scores["mean_iou"] == pytest.approx(mean_iou)
     assert scores["pixel_accuracy"] == pytest.approx(pixel_accuracy)
     assert scores["num_images"] == 1 and set(scores["per_class_iou"]) == set(CLASS_NAMES)
+    # The defaults of the protocol, recorded as keras-sanet eval records them.
+    assert {key: scores[key] for key in PROTOCOL_KEYS} == {
+        "scales": [1.0], "flip": False, "size_multiple": 32, "dtype_policy": "float32"
+    }
     assert f"mIoU {100 * mean_iou:.2f}%" in capsys.readouterr().out
+
+
+def test_scores_record_the_protocol_they_were_measured_under(setup, tmp_path):
+    # The label is the model's own prediction under this protocol: a perfect score
+    # shows the protocol was applied, the JSON that it is recorded.
+    protocol = {"scales": (0.75, 1.0), "flip": True}
+    image = setup["arrays"]["a"][None].astype("float32")
+    predicted = np.argmax(to_numpy(predict_logits(setup["model"], image, **protocol))[0], -1)
+    label_path = tmp_path / "a_label.png"
+    Image.fromarray(predicted.astype(np.uint8)).save(label_path)
+    out = tmp_path / "out"
+    status = cli.main(
+        ["predict", str(setup["images"] / "a.png"), "--preset", str(setup["preset"]),
+         "--output", str(out), "--label", str(label_path), "--scales", "0.75,1",
+         "--flip", "--size-multiple", "0", "--dtype", "float32", "--no-progress", "--no-jit"]
+    )
+    assert status == 0
+    scores = json.loads((out / "scores.json").read_text())
+    assert scores["mean_iou"] == 1.0 and scores["pixel_accuracy"] == 1.0
+    assert {key: scores[key] for key in PROTOCOL_KEYS} == {
+        "scales": [0.75, 1.0], "flip": True, "size_multiple": 0, "dtype_policy": "float32"
+    }
+    # The same keys and values as the eval JSON's for this protocol.
+    assert {key: scores[key] for key in PROTOCOL_KEYS} == inference_protocol(
+        setup["model"], size_multiple=0, **protocol
+    )
 
 
 def test_predict_with_a_keras_model_and_labels_folder(setup, tmp_path):
@@ -125,6 +157,7 @@ def test_predict_with_a_keras_model_and_labels_folder(setup, tmp_path):
     scores = json.loads((out / "scores.json").read_text())
     assert scores["mean_iou"] == 1.0 and scores["pixel_accuracy"] == 1.0
     assert set(scores["per_class_iou"]) <= {"class 0", "class 1", "class 2"}
+    assert scores["size_multiple"] == 0 and scores["flip"] is False
     with Image.open(out / "a_mask.png") as mask_png:
         np.testing.assert_array_equal(np.asarray(mask_png), setup["exact"]["a"])
 

@@ -388,7 +388,6 @@ def run(args):
             "split": args.split,
             "weights": source.path,
             "preset": args.preset,
-            "dtype_policy": model.dtype_policy.name,
         }
     )
     if config is not None and (config.paper.figure or config.paper.mean_iou):

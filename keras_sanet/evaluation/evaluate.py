@@ -13,6 +13,7 @@ from keras_sanet.evaluation.inference import (
     _check_stride_ratio,
     _normalize_crop_size,
     _normalize_scales,
+    inference_protocol,
     predict_logits,
 )
 from keras_sanet.metrics import MeanIoU
@@ -145,8 +146,9 @@ def evaluate_model(
         `per_class_iou` (`{name: iou or None when the class is absent}`),
         `confusion_matrix` (list of lists, rows labels), `num_images`,
         `num_pixels` (scored pixels), `num_classes`, `class_names`,
-        `ignore_index`, `scales`, `flip`, `crop_size`, `stride_ratio`,
-        `base_size`, `size_multiple` (0: exact sizes), `limit`, `backend`.
+        `ignore_index`, the protocol of `inference_protocol` (`scales`,
+        `flip`, `size_multiple` (0: exact sizes), `dtype_policy`) with
+        `crop_size`, `stride_ratio` and `base_size`, `limit`, `backend`.
 
     Example:
 
@@ -234,12 +236,10 @@ def evaluate_model(
         "num_classes": num_classes,
         "class_names": class_names,
         "ignore_index": ignore_index,
-        "scales": list(scales),
-        "flip": bool(flip),
+        **inference_protocol(model, scales, flip, size_multiple),
         "crop_size": None if crop_size is None else list(crop_size),
         "stride_ratio": float(stride_ratio),
         "base_size": base_size,
-        "size_multiple": size_multiple,
         "limit": limit,
         "backend": keras.backend.backend(),
     }

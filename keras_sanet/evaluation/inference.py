@@ -366,3 +366,31 @@ def predict_logits(
         probabilities = p if probabilities is None else probabilities + p
     probabilities = probabilities / float(len(passes))
     return ops.log(ops.maximum(probabilities, _MIN_PROBABILITY))
+
+
+def inference_protocol(model, scales=(1.0,), flip=False, size_multiple=None):
+    """How `predict_logits` ran a model, as `keras-sanet eval` and `predict` record it.
+
+    One record for both commands' JSON, so a score always states the
+    protocol it was measured under.
+
+    Args:
+        model: the model that was predicted with; its dtype policy is
+            recorded (None for a callable without one).
+        scales, flip, size_multiple: the arguments given to `predict_logits`.
+
+    Returns:
+        A JSON-ready dict: `scales` (list of floats), `flip`, `size_multiple`
+        (0: exact sizes) and `dtype_policy` (the policy's name, or None).
+
+    Example:
+    >>> inference_protocol(model, scales=(1.0, 1.5), flip=True, size_multiple=32)
+    {'scales': [1.0, 1.5], 'flip': True, 'size_multiple': 32, 'dtype_policy': 'float32'}
+    """
+    policy = getattr(model, "dtype_policy", None)
+    return {
+        "scales": list(_normalize_scales(scales)),
+        "flip": bool(flip),
+        "size_multiple": _check_size_multiple(size_multiple),
+        "dtype_policy": None if policy is None else policy.name,
+    }

@@ -29,7 +29,8 @@ The model comes from exactly one of:
 With --label MASK (one input image) or --labels DIR (DIR/<stem>.png per image) the
 prediction is scored against the label masks (class ids; the dataset's label map,
 e.g. CamVid's void 11 -> ignored, is applied): per-image and overall mIoU and
-pixel accuracy are printed and written to OUTPUT/scores.json.
+pixel accuracy are printed and written to OUTPUT/scores.json, with the protocol
+(scales, flip, size_multiple, dtype_policy) under the keys keras-sanet eval uses.
 """
 
 
@@ -192,6 +193,7 @@ def run(args):
     from keras_sanet.evaluation.command import parse_scales
     from keras_sanet.evaluation.command import parse_size_multiple
     from keras_sanet.evaluation.evaluate import summarize_confusion_matrix
+    from keras_sanet.evaluation.inference import inference_protocol
     from keras_sanet.evaluation.inference import predict_logits
     from keras_sanet.visualization import save_prediction
 
@@ -253,6 +255,8 @@ def run(args):
                 name: (None if np.isnan(iou) else float(iou))
                 for name, iou in zip(class_names, per_class)
             },
+            # The keys of keras-sanet eval's JSON: scores of one protocol compare.
+            **inference_protocol(model, scales, args.flip, size_multiple),
             "images": scores,
         }
         with open(os.path.join(args.output, "scores.json"), "w", encoding="utf-8") as f:
