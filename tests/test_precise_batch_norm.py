@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from keras_sanet.training.precise_batch_norm import PreciseBatchNorm
+from keras_sanet.training.precise_batch_norm import batch_count
 from keras_sanet.training.precise_batch_norm import batch_norm_layers
 from keras_sanet.training.precise_batch_norm import recalibrate_batch_norm
 from tests.helpers import random_images
@@ -86,6 +87,45 @@ def test_bad_input_is_a_clear_error(images, message):
     with pytest.raises(ValueError, match=message):
         recalibrate_batch_norm(model, images, verbose=0)
     assert model.get_layer("norm").momentum == 0.9
+
+
+def _sources(kind):
+    """Three batches of two images, as `kind` gives them."""
+    import tensorflow as tf
+
+    batches = image_batches()
+    if kind == "list":
+        return batches
+    if kind == "array":
+        return np.stack(batches)  # (batches, batch, H, W, C)
+    if kind == "generator":
+        return (batch for batch in batches)
+    dataset = as_tf_dataset(batches, with_masks=kind == "tf_pairs")
+    if kind == "tf_filtered":  # a filter leaves the cardinality unknown to TensorFlow
+        return dataset.filter(lambda x: tf.reduce_all(tf.shape(x) > 0))
+    if kind == "tf_repeated":  # infinite
+        return dataset.repeat()
+    return dataset
+
+
+@pytest.mark.parametrize(
+    "kind, expected",
+    [("list", 3), ("array", 3), ("tf_images", 3), ("tf_pairs", 3), ("generator", None),
+     ("tf_filtered", None), ("tf_repeated", None)],
+)
+def test_batch_count_is_known_for_sized_inputs_only(kind, expected):
+    assert batch_count(_sources(kind)) == expected
+    # steps caps a known count and stands in for an unknown one.
+    assert batch_count(_sources(kind), steps=2) == 2
+    assert batch_count(_sources(kind), steps=5) == (expected or 5)
+
+
+@pytest.mark.parametrize("kind, bar", [("tf_pairs", "3/3"), ("generator", "3/Unknown")])
+def test_progress_bar_shows_the_total_when_known(kind, bar, capsys):
+    used = recalibrate_batch_norm(bn_first_model(), _sources(kind), verbose=1)
+    assert used == 3
+    output = capsys.readouterr().out
+    assert bar in output and output.endswith("\n")  # the bar's line is ended either way
 
 
 @pytest.mark.parametrize("epochs, validation_freq, recalibrations", [(3, 2, 2), (2, 1, 2)])

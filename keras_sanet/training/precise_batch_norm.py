@@ -27,6 +27,38 @@ def batch_norm_layers(model):
     ]
 
 
+def batch_count(images, steps=None):
+    """How many batches `recalibrate_batch_norm` will use, when it can be known beforehand.
+
+    Args:
+        images: what `recalibrate_batch_norm` takes: a list or array of
+            batches (its length), a `tf.data.Dataset` (its cardinality, when
+            TensorFlow knows it: not after `filter`, say), or any other
+            iterable (unknown, e.g. a generator).
+        steps: the most batches to use (None: no limit).
+
+    Returns:
+        The smaller of the input's length and `steps`, whichever are known;
+        None when neither is (the progress bar then counts without a total).
+
+    Example:
+    >>> batch_count(tf.data.Dataset.range(10).batch(4))
+    3
+    >>> batch_count(iter(batches), steps=5)
+    5
+    """
+    if hasattr(images, "cardinality"):  # a tf.data.Dataset
+        size = int(images.cardinality())
+        size = size if size >= 0 else None  # -1: infinite, -2: unknown
+    else:
+        try:
+            size = len(images)
+        except TypeError:  # a generator or another unsized iterable
+            size = None
+    known = [count for count in (size, steps) if count is not None]
+    return min(known) if known else None
+
+
 def _image_batches(images):
     if hasattr(images, "as_numpy_iterator"):  # a tf.data.Dataset
         images = images.as_numpy_iterator()
@@ -54,7 +86,8 @@ def recalibrate_batch_norm(model, images, steps=None, verbose=1):
             list of arrays. Every batch must hold at least 2 images or be a
             large image (a batch norm after global pooling needs several).
         steps: use at most this many batches (None: all of them).
-        verbose: 1 shows a Keras progress bar, 0 is silent.
+        verbose: 1 shows a Keras progress bar (out of `batch_count(images,
+            steps)` batches when that is known), 0 is silent.
 
     Returns:
         The number of batches used.
@@ -68,7 +101,9 @@ def recalibrate_batch_norm(model, images, steps=None, verbose=1):
     if not layers:
         return 0
     momenta = [layer.momentum for layer in layers]
-    progress = keras.utils.Progbar(steps, unit_name="batch") if verbose else None
+    progress = None
+    if verbose:
+        progress = keras.utils.Progbar(batch_count(images, steps), unit_name="batch")
     used = 0
     try:
         for batch in _image_batches(images):
@@ -87,6 +122,9 @@ def recalibrate_batch_norm(model, images, steps=None, verbose=1):
             model(batch, training=True)
             if progress is not None:
                 progress.update(used)
+        if progress is not None and (progress.target is None or used < progress.target):
+            # Without a reached total the bar never ends its line itself.
+            progress.update(used, finalize=True)
     finally:
         for layer, momentum in zip(layers, momenta):
             layer.momentum = momentum
