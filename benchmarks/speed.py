@@ -26,9 +26,19 @@ The ResNet-50 models have 21 classes (PASCAL VOC) and take `--size`
 square images. Prints a Markdown table (stdout), progress (stderr), and
 writes everything measured as JSON.
 
+Variants (`--variants`, default `default`), each in its own children; ratios
+pair rows of one variant, and each goal names its best variant:
+    default         Keras' defaults: float32, jit_compile="auto" (XLA on JAX only)
+    jit_compile     compile(jit_compile=True): XLA on TensorFlow (skipped on JAX, where
+                    it is the default, and on PyTorch, where it is torch.compile; see
+                    VARIANT_SKIPS)
+    mixed_bfloat16  models built under the mixed_bfloat16 dtype policy, scored against
+                    a bfloat16 matmul peak (the float32 one is recorded too)
+
     python benchmarks/speed.py                                    # tens of minutes of CPU
     python benchmarks/speed.py --backends jax --batch-sizes 1 --models sanet_resnet50_os8
     python benchmarks/speed.py --toy --backends tensorflow        # tiny models: a smoke run
+    python benchmarks/speed.py --variants default,jit_compile,mixed_bfloat16
     python benchmarks/speed.py --exports                          # + the zoo model exported
 """
 
@@ -44,6 +54,7 @@ import tempfile
 import threading
 import time
 from collections import deque
+from typing import NamedTuple
 
 BENCHMARKS_DIR = os.path.dirname(os.path.abspath(__file__))
 REPO_ROOT = os.path.dirname(BENCHMARKS_DIR)
@@ -75,6 +86,36 @@ EXPORTS = {
     "tflite": ("model.tflite", "tflite"),
     "onnx": ("model.onnx", "onnxruntime"),
 }
+
+
+class Variant(NamedTuple):
+    """How a variant's models are built and compiled."""
+
+    dtype_policy: str | None  # set globally before building; None: Keras' default
+    jit_compile: bool | str  # given to Model.compile
+    description: str
+
+
+VARIANTS = {
+    "default": Variant(None, "auto", "Keras' defaults: float32, jit_compile='auto' "
+                       "(XLA on JAX; off on a CPU-only TensorFlow, eager on PyTorch)"),
+    "jit_compile": Variant(None, True, "compile(jit_compile=True): XLA on TensorFlow"),
+    "mixed_bfloat16": Variant("mixed_bfloat16", "auto", "built under the mixed_bfloat16 "
+                              "dtype policy (bfloat16 compute, float32 weights), scored "
+                              "against a bfloat16 matmul peak"),
+}
+# (variant, backend) -> why it is not run there; the row carries the reason.
+VARIANT_SKIPS = {
+    ("jit_compile", "jax"): "JAX: Keras always jit-compiles (XLA) predict and train, so "
+                            "the default variant already is this one",
+    # Tried on the --toy SANet at 64x64, batch 1 (torch 2.13, Keras 3.15, 2 shared CPU
+    # cores, nice 19): the first predict took 160 s and the first train step 106 s
+    # (eager: 0.6 s and 3 s); later calls were within the noise of eager ones.
+    ("jit_compile", "torch"): "PyTorch: jit_compile=True is torch.compile, unusable here: "
+                              "minutes of compiling even for the --toy SANet, and Dynamo "
+                              "hits its recompile limit (8) in Keras' Functional.call, "
+                              "falling back to eager there",
+}
 GOAL_PEAK_FRACTION = 0.85
 GOAL_PEER_RATIO = 1.2
 GOAL_TRAIN_RATIO = 3.3
@@ -86,8 +127,18 @@ def log(message):
     print(f"speed: {message}", file=sys.stderr, flush=True)
 
 
+def variant_skip_reason(variant, backend):
+    """Why `variant` is not run under `backend`, or None when it is."""
+    return VARIANT_SKIPS.get((variant, backend))
+
+
+def matmul_key(dtype):
+    """Prefix of a row's matmul keys in `dtype` (`matmul_peak_gflops` is float32's)."""
+    return "matmul" if dtype == "float32" else f"matmul_{dtype}"
+
+
 # --------------------------------------------------------------------------
-# Child process: one (backend, model, batch) measurement.
+# Child process: one (backend, model, variant, batch) measurement.
 # --------------------------------------------------------------------------
 
 
@@ -125,20 +176,26 @@ def _peak_rss_mb():
     return peak / MB if sys.platform == "darwin" else peak / 1024
 
 
-def matmul_gflops(size, repeats=3):
-    """Best GFLOP/s of a float32 `size`x`size` matmul, with NumPy and with the Keras backend."""
+def matmul_gflops(size, repeats=3, dtype="float32"):
+    """Best GFLOP/s of a `size`x`size` matmul in `dtype`, with NumPy and the Keras backend.
+
+    NumPy only for float32 (it has no bfloat16 arithmetic).
+    """
     import keras
     import numpy as np
 
     rng = np.random.default_rng(0)
     a = rng.standard_normal((size, size), dtype=np.float32)
     b = rng.standard_normal((size, size), dtype=np.float32)
-    ta, tb = keras.ops.convert_to_tensor(a), keras.ops.convert_to_tensor(b)
+    ta = keras.ops.convert_to_tensor(a, dtype=dtype)
+    tb = keras.ops.convert_to_tensor(b, dtype=dtype)
     calls = {
         "numpy": lambda: a @ b,
         # convert_to_numpy waits for the result (JAX dispatches asynchronously).
         "backend": lambda: keras.ops.convert_to_numpy(keras.ops.matmul(ta, tb)),
     }
+    if dtype != "float32":
+        del calls["numpy"]
     flops = 2 * size**3
     return {
         name: flops / min(_time_calls(call, repeats, warmup=1)[1]) / 1e9
@@ -209,10 +266,19 @@ def _deeplab_output_stride(model, input_size):
 
 
 def build_model(job, input_size):
-    """`(model, output_stride, backbone)` for the job's model name."""
+    """`(model, output_stride, backbone)` for the job's model name, built and compiled.
+
+    The job's variant (default `"default"`) sets the global dtype policy before
+    building (keras-hub's layers follow it) and `jit_compile`.
+    """
     import keras
     import keras_sanet
 
+    variant = VARIANTS[job.get("variant", "default")]
+    if variant.dtype_policy:
+        keras.config.set_dtype_policy(variant.dtype_policy)
+    # Explicit for SANet: a preset's config carries the policy it was saved under.
+    dtype = keras.config.dtype_policy().name
     kind, backbone, output_stride = MODELS[job["model"]]
     if job["toy"]:
         backbone = TOY_BACKBONES.get(backbone, backbone)
@@ -223,16 +289,38 @@ def build_model(job, input_size):
         loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True, ignore_class=255)
     else:
         if kind == "zoo":
-            model = keras_sanet.SANet.from_preset(ZOO_PRESET)
+            model = keras_sanet.SANet.from_preset(ZOO_PRESET, dtype=dtype)
         else:
             model = keras_sanet.SANet(
-                backbone=backbone, num_classes=NUM_CLASSES, output_stride=output_stride
+                backbone=backbone, num_classes=NUM_CLASSES, output_stride=output_stride,
+                dtype=dtype,
             )
         model.build((None, *input_size, 3))  # SANet builds on its first call otherwise
         loss = None  # SANet.compile's default: SANet's loss (SE and auxiliary heads)
     optimizer = keras.optimizers.SGD(learning_rate=0.01, momentum=0.9)
-    model.compile(optimizer=optimizer, loss=loss, metrics=[])
+    model.compile(optimizer=optimizer, loss=loss, metrics=[], jit_compile=variant.jit_compile)
+    if variant.jit_compile is True and not model.jit_compile:
+        raise RuntimeError(
+            f"Keras turned jit_compile=True off for {job['model']} (a layer without "
+            "supports_jit, or op determinism enabled); the jit_compile variant would time "
+            "the default one. Run it without --variants jit_compile."
+        )
     return model, output_stride, backbone
+
+
+def layer_compute_dtypes(model):
+    """`{layer class: [compute dtypes]}` of the model's conv and dense layers.
+
+    Read from the built layers (those `benchmarks/flops.py` counts), so a row
+    shows the precision its arithmetic actually ran in, not the one asked for.
+    """
+    from flops import _formula as flop_formula
+
+    seen = {}
+    for layer in model._flatten_layers(include_self=False, recursive=True):
+        if flop_formula(layer) is not None:
+            seen.setdefault(type(layer).__name__, set()).add(layer.compute_dtype)
+    return {name: sorted(dtypes) for name, dtypes in seen.items()}
 
 
 def _exported_predictor(model, export_format, folder, input_size, result):
@@ -273,11 +361,16 @@ def run_job(job):
     import keras
     import numpy as np
 
-    name = f"{job['backend']} {job['model']} batch {job['batch']}"
+    name = f"{job['backend']} {job['model']} {job['variant']} batch {job['batch']}"
     if job.get("export"):
         name += f" [{EXPORTS[job['export']][1]}]"
     result = {"rss_start_mb": _rss_mb(), "keras": keras.__version__}
-    result["matmul_before"] = matmul_gflops(job["matmul_size"])
+    # A variant computing in another dtype is scored against a matmul in that dtype.
+    policy = VARIANTS[job["variant"]].dtype_policy
+    peak_dtype = keras.dtype_policies.get(policy).compute_dtype if policy else "float32"
+    peak_dtypes = list(dict.fromkeys(["float32", peak_dtype]))
+    for dtype in peak_dtypes:
+        result[f"{matmul_key(dtype)}_before"] = matmul_gflops(job["matmul_size"], dtype=dtype)
     input_size = _input_size(job)
     start = time.perf_counter()
     model, output_stride, backbone = build_model(job, input_size)
@@ -288,6 +381,9 @@ def run_job(job):
         backbone=backbone,
         parameters=int(model.count_params()),
         jit_compile=model.jit_compile,
+        dtype_policy=model.dtype_policy.name,
+        compute_dtypes=layer_compute_dtypes(model),
+        peak_dtype=peak_dtype,
     )
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, (job["batch"], *input_size, 3)).astype("float32")
@@ -309,12 +405,14 @@ def run_job(job):
         result["train"] = _timing(calls, job["batch"])
         log(f"{name}: train step {result['train']['median_s']:.3g} s")
     result["peak_rss_mb"] = _peak_rss_mb()
-    result["matmul_after"] = matmul_gflops(job["matmul_size"])
-    result["matmul_peak_gflops"] = max(
-        *result["matmul_before"].values(), *result["matmul_after"].values()
-    )
-    log(f"{name}: matmul peak {result['matmul_peak_gflops']:.3g} GFLOP/s, "
-        f"peak RSS {result['peak_rss_mb']:.0f} MB")
+    for dtype in peak_dtypes:
+        key = matmul_key(dtype)
+        result[f"{key}_after"] = matmul_gflops(job["matmul_size"], dtype=dtype)
+        result[f"{key}_peak_gflops"] = max(
+            *result[f"{key}_before"].values(), *result[f"{key}_after"].values()
+        )
+        log(f"{name}: {dtype} matmul peak {result[f'{key}_peak_gflops']:.3g} GFLOP/s")
+    log(f"{name}: peak RSS {result['peak_rss_mb']:.0f} MB")
     if job["count_flops"]:
         from flops import count_flops
 
@@ -392,36 +490,58 @@ def run_child(job, backend, timeout):
 
 
 def plan_jobs(args):
-    """One job per (backend, model, batch), then the export jobs (TensorFlow)."""
+    """One job per (backend, variant, model, batch), then the export jobs (TensorFlow).
+
+    A variant a backend cannot run is planned all the same, with its reason under
+    `"skipped"`, so that the table and the JSON say why it has no numbers.
+    """
     common = dict(
         kind="model", toy=args.toy, size=args.size, repeats=args.repeats,
-        warmup=args.warmup, matmul_size=args.matmul_size,
+        warmup=args.warmup, matmul_size=args.matmul_size, count_flops=False,
     )
     jobs = []
-    # FLOPs are counted once per model, preferably under TensorFlow (the cheapest trace).
-    flops_backend = "tensorflow" if "tensorflow" in args.backends else args.backends[0]
     for backend in args.backends:
-        for model in args.models:
-            for index, batch in enumerate(args.batch_sizes):
-                count = backend == flops_backend and index == 0
-                jobs.append(dict(common, backend=backend, model=model, batch=batch,
-                                 count_flops=count))
+        for variant in args.variants:
+            skipped = variant_skip_reason(variant, backend)
+            for model in args.models:
+                for batch in args.batch_sizes:
+                    job = dict(common, backend=backend, model=model, variant=variant,
+                               batch=batch)
+                    jobs.append(job | ({"skipped": skipped} if skipped else {}))
+    # FLOPs do not depend on the variant: counted once per model, in its first job that
+    # runs, preferably under TensorFlow (the cheapest trace).
+    for model in args.models:
+        runs = [job for job in jobs if job["model"] == model and "skipped" not in job]
+        if runs:
+            min(runs, key=lambda job: job["backend"] != "tensorflow")["count_flops"] = True
     if args.exports:
         # The zoo model's FLOPs serve its exported rows; counted here if it has no own row.
-        count = ZOO_PRESET not in args.models
+        # The exported graph is the default variant's (float32, no jit_compile).
+        count = not any(job["count_flops"] for job in jobs if job["model"] == ZOO_PRESET)
         for export_format in EXPORTS:
             for batch in args.batch_sizes:
-                jobs.append(dict(common, backend="tensorflow", model=ZOO_PRESET, batch=batch,
-                                 count_flops=count, export=export_format))
+                jobs.append(dict(common, backend="tensorflow", model=ZOO_PRESET,
+                                 variant="default", batch=batch, count_flops=count,
+                                 export=export_format))
                 count = False
     return jobs
 
 
+def _pairing_key(row):
+    """Rows compared with each other: same variant, backend, batch and input."""
+    return (row["variant"], row["backend"], row["batch"], tuple(row["input_size"]))
+
+
 def derive(rows, pipelines):
-    """Adds FLOP rates, peak fractions, train/infer and peer ratios to measured rows."""
+    """Adds FLOP rates, peak fractions, train/infer and peer ratios to measured rows.
+
+    A row's FLOP rate is scored against the matmul peak in its compute dtype
+    (`peak_dtype`: bfloat16 for mixed_bfloat16), and it is compared with the peer
+    of its own variant, backend, batch and input only.
+    """
     flops = {r["model"]: r["flops_per_image"] for r in rows if r.get("flops_per_image")}
     peers = {
-        (r["backend"], r["batch"], tuple(r["input_size"])): r
+        _pairing_key(r): r
         for r in rows
         if r["model"] == PEER and not r.get("export") and "infer" in r
     }
@@ -433,16 +553,17 @@ def derive(rows, pipelines):
         rate = row["infer"]["images_per_second"]
         row["ms_per_image"] = 1000 / rate
         row["flops_per_image"] = flops.get(row["model"])
+        row["scored_peak_gflops"] = row[f"{matmul_key(row['peak_dtype'])}_peak_gflops"]
         if row["flops_per_image"]:
             row["gflops_per_second"] = row["flops_per_image"] * rate / 1e9
-            row["fraction_of_matmul_peak"] = row["gflops_per_second"] / row["matmul_peak_gflops"]
+            row["fraction_of_matmul_peak"] = row["gflops_per_second"] / row["scored_peak_gflops"]
         if "train" in row:
             # One training step against one inference of the same batch.
             row["train_over_infer"] = row["train"]["median_s"] / row["infer"]["median_s"]
             pipeline_rate = pipeline_rates.get(tuple(row["input_size"]))
             if pipeline_rate:
                 row["pipeline_over_train"] = pipeline_rate / row["train"]["images_per_second"]
-        peer = peers.get((row["backend"], row["batch"], tuple(row["input_size"])))
+        peer = peers.get(_pairing_key(row))
         if row["model"].startswith("sanet_resnet50") and peer and not row.get("export"):
             row["vs_peer"] = rate / peer["infer"]["images_per_second"]
             row["peer_output_stride"] = peer["output_stride"]
@@ -455,8 +576,37 @@ def _count_verdict(values, passes):
     return "**not met**" if met == 0 else f"**partly met** ({met} of {len(values)})"
 
 
+def best_variant(rows, key, passes, higher_is_better):
+    """`(best variant, its rows, {variant: verdict})` for a goal judged on several rows.
+
+    The best variant meets the goal on the largest share of its rows (backends
+    and batches), ties going to the better median `row[key]`.
+    """
+    by_variant = {}
+    for row in rows:
+        by_variant.setdefault(row["variant"], []).append(row)
+
+    def score(variant):
+        values = [row[key] for row in by_variant[variant]]
+        median = statistics.median(values)
+        met = sum(1 for value in values if passes(value)) / len(values)
+        return (met, median if higher_is_better else -median)
+
+    verdicts = {
+        variant: _count_verdict([row[key] for row in variant_rows], passes)
+        for variant, variant_rows in by_variant.items()
+    }
+    best = max(by_variant, key=score)
+    return best, by_variant[best], verdicts
+
+
+def _other_variants(verdicts, best):
+    others = [f"{variant} {verdict}" for variant, verdict in verdicts.items() if variant != best]
+    return "; other variants: " + ", ".join(others) if others else ""
+
+
 def goals(rows):
-    """The issue's three goals, each judged from the measured rows."""
+    """The issue's three goals, each judged from the measured rows, naming the best variant."""
     keras_rows = [r for r in rows if not r.get("export") and "infer" in r]
     os8 = [r for r in keras_rows if r["model"] == SANET_OS8]
     lines = []
@@ -468,36 +618,41 @@ def goals(rows):
             "**not met**")
         lines.append(
             f"(a) SANet-ResNet-50 OS8 inference at >= {GOAL_PEAK_FRACTION:.0%} of the measured "
-            f"matmul peak on the best backend: {verdict}; best "
-            f"{best['fraction_of_matmul_peak']:.1%} ({best['backend']}, batch {best['batch']}: "
-            f"{best['gflops_per_second']:.1f} of {best['matmul_peak_gflops']:.1f} GFLOP/s)."
+            f"matmul peak on the best backend and variant: {verdict}; best "
+            f"{best['fraction_of_matmul_peak']:.1%} ({best['backend']}, {best['variant']}, "
+            f"batch {best['batch']}: {best['gflops_per_second']:.1f} of "
+            f"{best['scored_peak_gflops']:.1f} {best['peak_dtype']} GFLOP/s)."
         )
     else:
         lines.append(f"(a) matmul-peak fraction: not measured ({SANET_OS8} not run).")
 
     pairs = [r for r in keras_rows if r["model"] == SANET_AT_PEER_OS and "vs_peer" in r]
     if pairs:
+        variant, pairs, verdicts = best_variant(
+            pairs, "vs_peer", lambda v: v >= GOAL_PEER_RATIO, higher_is_better=True)
         same_os = all(r["output_stride"] == r["peer_output_stride"] for r in pairs)
         values = ", ".join(f"{r['backend']} b{r['batch']} {r['vs_peer']:.2f}x" for r in pairs)
-        verdict = _count_verdict([r["vs_peer"] for r in pairs], lambda v: v >= GOAL_PEER_RATIO)
         caveat = "" if same_os else (
             " (the peer's measured output stride differs from SANet's: not apples to apples)")
         lines.append(
             f"(b) SANet >= {GOAL_PEER_RATIO}x DeepLabV3's images/s at the same output stride "
-            f"(OS{pairs[0]['output_stride']}) and input: {verdict}{caveat}; {values}."
+            f"(OS{pairs[0]['output_stride']}) and input: {verdicts[variant]}{caveat}; best "
+            f"variant {variant}: {values}{_other_variants(verdicts, variant)}."
         )
     else:
         lines.append(f"(b) SANet vs DeepLabV3: not measured (needs {SANET_AT_PEER_OS} and {PEER}).")
 
     trained = [r for r in os8 if "train_over_infer" in r]
     if trained:
+        variant, trained, verdicts = best_variant(
+            trained, "train_over_infer", lambda v: v <= GOAL_TRAIN_RATIO,
+            higher_is_better=False)
         values = ", ".join(
             f"{r['backend']} b{r['batch']} {r['train_over_infer']:.2f}x" for r in trained)
-        verdict = _count_verdict([r["train_over_infer"] for r in trained],
-                                 lambda v: v <= GOAL_TRAIN_RATIO)
         lines.append(
             f"(c) SANet-ResNet-50 OS8 training step <= {GOAL_TRAIN_RATIO}x one inference of "
-            f"the same batch: {verdict}; {values}."
+            f"the same batch: {verdicts[variant]}; best variant {variant}: "
+            f"{values}{_other_variants(verdicts, variant)}."
         )
     else:
         lines.append(f"(c) train/inference ratio: not measured ({SANET_OS8} not run).")
@@ -508,11 +663,22 @@ def _cell(value, spec):
     return "—" if value is None else format(value, spec)
 
 
+def _compute_dtype_cell(row):
+    """The distinct compute dtypes of the row's conv and dense layers, e.g. `bfloat16`."""
+    dtypes = sorted(set().union(*row.get("compute_dtypes", {}).values()))
+    return "/".join(dtypes) or "—"
+
+
+TABLE_HEADER = (
+    "backend", "model", "variant", "compute dtype", "input", "batch", "OS", "images/s",
+    "ms/image", "train step s", "train/infer", "peak RSS MB", "GFLOPs/image", "GFLOP/s",
+    "% matmul peak", "vs DeepLabV3", "pipeline/train",
+)
+
+
 def markdown(rows, pipelines, toy):
-    """The results table, the matmul peaks, the input pipeline and the goals."""
-    header = ("backend", "model", "input", "batch", "OS", "images/s", "ms/image",
-              "train step s", "train/infer", "peak RSS MB", "GFLOPs/image", "GFLOP/s",
-              "% matmul peak", "vs DeepLabV3", "pipeline/train")
+    """The results table, the variants, the matmul peaks, the input pipeline and the goals."""
+    header = TABLE_HEADER
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         model = row["model"]
@@ -521,9 +687,14 @@ def markdown(rows, pipelines, toy):
         if row.get("export"):
             model += f" [{EXPORTS[row['export']][1]}]"
         if "infer" not in row:
-            failed = f"failed: {row.get('error', '?')}".replace("|", "/")
-            cells = [row["backend"], model, "", row["batch"], "", failed]
-            lines.append("| " + " | ".join(map(str, cells)) + " |" * (len(header) - 5))
+            if "skipped" in row:
+                message = f"skipped: {row['skipped']}"
+            else:
+                message = f"failed: {row.get('error', '?')}"
+            cells = [row["backend"], model, row["variant"], _compute_dtype_cell(row), "",
+                     row["batch"], "", message.replace("|", "/")]
+            cells += [""] * (len(header) - len(cells))
+            lines.append("| " + " | ".join(map(str, cells)) + " |")
             continue
         vs_peer = None
         if "vs_peer" in row:
@@ -532,24 +703,33 @@ def markdown(rows, pipelines, toy):
                 vs_peer += f" (OS{row['output_stride']} vs {row['peer_output_stride']})"
         flops = row.get("flops_per_image")
         fraction = row.get("fraction_of_matmul_peak")
+        of_peak = _cell(fraction and 100 * fraction, ".1f")
+        if fraction is not None and row["peak_dtype"] != "float32":
+            of_peak += f" ({row['peak_dtype']})"  # of the peak in the row's compute dtype
         cells = (
-            row["backend"], model, "x".join(map(str, row["input_size"])), row["batch"],
+            row["backend"], model, row["variant"], _compute_dtype_cell(row),
+            "x".join(map(str, row["input_size"])), row["batch"],
             row["output_stride"], _cell(row["infer"]["images_per_second"], ".3g"),
             _cell(row["ms_per_image"], ".1f"), _cell(row.get("train", {}).get("median_s"), ".3g"),
             _cell(row.get("train_over_infer"), ".2f"), _cell(row["peak_rss_mb"], ".0f"),
             _cell(flops and flops / 1e9, ".4g"), _cell(row.get("gflops_per_second"), ".3g"),
-            _cell(fraction and 100 * fraction, ".1f"), vs_peer or "—",
-            _cell(row.get("pipeline_over_train"), ".2f"),
+            of_peak, vs_peer or "—", _cell(row.get("pipeline_over_train"), ".2f"),
         )
         lines.append("| " + " | ".join(map(str, cells)) + " |")
 
     lines.append("")
+    for variant in dict.fromkeys(row["variant"] for row in rows):
+        lines.append(f"Variant {variant}: {VARIANTS[variant].description}.")
+    lines.append("Ratios (vs DeepLabV3) pair rows of the same variant, backend, batch and input.")
     peaks = {}
     for row in rows:
-        if "matmul_peak_gflops" in row:
-            peaks.setdefault(row["backend"], []).append(row["matmul_peak_gflops"])
-    for backend, values in peaks.items():
-        lines.append(f"Matmul peak ({backend} children, float32, best of NumPy and Keras): "
+        for dtype in ("float32", row.get("peak_dtype", "float32")):
+            value = row.get(f"{matmul_key(dtype)}_peak_gflops")
+            if value is not None:
+                peaks.setdefault((row["backend"], dtype), set()).add(value)
+    for (backend, dtype), values in peaks.items():
+        source = "best of NumPy and Keras" if dtype == "float32" else "Keras"
+        lines.append(f"Matmul peak ({backend} children, {dtype}, {source}): "
                      f"{min(values):.1f}-{max(values):.1f} GFLOP/s.")
     for pipeline in pipelines:
         crop = "x".join(map(str, pipeline["crop"]))
@@ -595,6 +775,9 @@ def parse_args(argv=None):
     )
     parser.add_argument("--backends", type=_csv(BACKENDS), default=list(BACKENDS))
     parser.add_argument("--models", type=_csv(tuple(MODELS)), default=list(MODELS))
+    parser.add_argument("--variants", type=_csv(tuple(VARIANTS)), default=["default"],
+                        help="comma-separated, each in its own children (default: default); "
+                        + "; ".join(f"{name}: {v.description}" for name, v in VARIANTS.items()))
     parser.add_argument("--batch-sizes", type=_int_list, default=None,
                         help="comma-separated (default 1,8; --toy: 1)")
     parser.add_argument("--size", type=int, default=None,
@@ -641,10 +824,14 @@ def main(argv=None):
     rows = []
     jobs = plan_jobs(args)
     for number, job in enumerate(jobs, 1):
-        label = f"{job['backend']} {job['model']} batch {job['batch']}"
+        label = f"{job['backend']} {job['model']} {job['variant']} batch {job['batch']}"
         log(f"[{number}/{len(jobs)}] {label}" + (f" [{job['export']}]" if "export" in job else ""))
-        result = run_child(job, job["backend"], args.timeout)
-        rows.append({key: job[key] for key in ("backend", "model", "batch", "export")
+        if "skipped" in job:
+            log(f"{label}: skipped ({job['skipped']})")
+            result = {"skipped": job["skipped"]}
+        else:
+            result = run_child(job, job["backend"], args.timeout)
+        rows.append({key: job[key] for key in ("backend", "model", "variant", "batch", "export")
                      if key in job} | result)
 
     # The pipeline is timed at every training input size the models used.
@@ -667,6 +854,7 @@ def main(argv=None):
         "arguments": {k: v for k, v in vars(args).items() if not k.startswith("child")},
         "flops_convention": "multiply-add = 2 FLOPs; Conv/DepthwiseConv/SeparableConv/"
                             "ConvTranspose/Dense layers only (benchmarks/flops.py)",
+        "variants": {name: VARIANTS[name]._asdict() for name in args.variants},
         "rows": rows,
         "input_pipeline": pipelines,
         "goals": goals(rows),

@@ -1,4 +1,4 @@
-"""benchmarks/speed.py: a --toy run on this backend, the FLOP counter, the goal verdicts."""
+"""benchmarks/speed.py: a --toy run on this backend, FLOP counts, variants, goal verdicts."""
 
 import json
 import os
@@ -82,13 +82,23 @@ def test_flops_of_a_nested_model_count_every_call():
 
 
 def _fake_row(model, images_per_second, train_s, output_stride, **extra):
+    """A measured row as a child reports it (default variant unless `extra` says otherwise)."""
     batch = 1
     return {
-        "backend": "tensorflow", "model": model, "batch": batch, "input_size": [64, 64],
-        "output_stride": output_stride, "matmul_peak_gflops": 100.0, "peak_rss_mb": 1.0,
+        "backend": "tensorflow", "model": model, "variant": "default", "batch": batch,
+        "input_size": [64, 64], "output_stride": output_stride, "peak_dtype": "float32",
+        "matmul_peak_gflops": 100.0, "peak_rss_mb": 1.0,
         "infer": {"images_per_second": images_per_second, "median_s": batch / images_per_second},
         "train": {"images_per_second": batch / train_s, "median_s": train_s},
     } | extra
+
+
+def _bfloat16_row(model, images_per_second, train_s, output_stride, **extra):
+    """A mixed_bfloat16 row: its bfloat16 matmul peak (400) differs from float32's (100)."""
+    return _fake_row(
+        model, images_per_second, train_s, output_stride, variant="mixed_bfloat16",
+        peak_dtype="bfloat16", matmul_bfloat16_peak_gflops=400.0, **extra,
+    )
 
 
 @pytest.mark.parametrize("fast", [True, False])
@@ -109,25 +119,221 @@ def test_goal_verdicts_follow_the_measured_numbers(fast):
     assert verdicts == ["**met**"] * 3 if fast else ["**not met**"] * 3
 
 
+@pytest.mark.parametrize(
+    "argv, variants",
+    [
+        ([], ["default"]),  # unchanged behaviour without the flag
+        (["--variants", "mixed_bfloat16"], ["mixed_bfloat16"]),
+        (["--variants", "default, jit_compile,mixed_bfloat16"],
+         ["default", "jit_compile", "mixed_bfloat16"]),
+    ],
+)
+def test_variants_flag_parses_a_comma_separated_list(argv, variants):
+    assert speed.parse_args(["--toy", *argv]).variants == variants
+
+
+@pytest.mark.parametrize("text", ["fast", "default,float16", ","])
+def test_an_unknown_variant_is_refused_naming_the_valid_ones(text, capsys):
+    with pytest.raises(SystemExit) as error:
+        speed.parse_args(["--variants", text])
+    assert error.value.code == 2
+    message = capsys.readouterr().err
+    assert "--variants" in message
+    assert "choose from default, jit_compile, mixed_bfloat16" in message
+
+
+@pytest.mark.parametrize(
+    "variant, backend, reason_names",
+    [
+        ("jit_compile", "jax", "always jit-compiles"),
+        ("jit_compile", "torch", "torch.compile"),
+        ("jit_compile", "tensorflow", None),
+        ("mixed_bfloat16", "jax", None),
+        ("mixed_bfloat16", "torch", None),
+        ("default", "jax", None),
+    ],
+)
+def test_variant_skip_reasons(variant, backend, reason_names):
+    reason = speed.variant_skip_reason(variant, backend)
+    if reason_names is None:
+        assert reason is None
+    else:
+        assert reason_names in reason
+
+
+def test_plan_runs_every_variant_in_its_own_jobs_and_keeps_the_skipped_ones():
+    models = [speed.SANET_AT_PEER_OS, speed.PEER]
+    args = speed.parse_args([
+        "--toy", "--backends", "jax,tensorflow", "--variants", "jit_compile,mixed_bfloat16",
+        "--models", ",".join(models), "--batch-sizes", "1,2",
+    ])
+    jobs = speed.plan_jobs(args)
+    assert [(j["backend"], j["variant"], j["model"], j["batch"]) for j in jobs] == [
+        (backend_name, variant, model, batch)
+        for backend_name in ("jax", "tensorflow")
+        for variant in ("jit_compile", "mixed_bfloat16")
+        for model in models
+        for batch in (1, 2)
+    ]
+    for job in jobs:
+        expected = speed.variant_skip_reason(job["variant"], job["backend"])
+        assert job.get("skipped") == expected
+    # FLOPs once per model, in a job that runs, under TensorFlow.
+    counted = [(j["backend"], j["model"]) for j in jobs if j["count_flops"]]
+    assert counted == [("tensorflow", model) for model in models]
+    assert not any(j["count_flops"] and "skipped" in j for j in jobs)
+
+
+def test_a_skipped_variant_is_a_row_with_its_reason_in_the_table_and_json(tmp_path, capsys):
+    # Every job skipped: no child process runs, so this is quick on any backend.
+    path = tmp_path / "speed.json"
+    assert speed.main([
+        "--toy", "--backends", "jax", "--variants", "jit_compile",
+        "--models", speed.SANET_AT_PEER_OS, "--json", str(path),
+    ]) == 0
+    reason = speed.variant_skip_reason("jit_compile", "jax")
+    table = capsys.readouterr().out
+    assert f"| jit_compile | — |  | 1 |  | skipped: {reason} |" in table
+
+    report = json.loads(path.read_text())
+    (row,) = report["rows"]
+    assert (row["backend"], row["variant"], row["skipped"]) == ("jax", "jit_compile", reason)
+    assert report["variants"]["jit_compile"]["jit_compile"] is True
+
+
+@pytest.mark.parametrize("field, value", [
+    ("variant", "mixed_bfloat16"), ("backend", "jax"), ("batch", 8), ("input_size", [96, 96]),
+])
+def test_a_peer_differing_in_variant_backend_batch_or_input_is_not_paired(field, value):
+    sanet = _fake_row(speed.SANET_AT_PEER_OS, 12.0, 1.0, 32)
+    peer = _fake_row(speed.PEER, 10.0, 1.0, 32, **{field: value})
+    speed.derive([sanet, peer], [])
+    assert "vs_peer" not in sanet
+
+
+def test_ratios_and_peak_fractions_pair_rows_of_their_own_variant():
+    rows = [
+        _fake_row(speed.SANET_AT_PEER_OS, 12.0, 1.0, 32, flops_per_image=2e9),
+        _fake_row(speed.PEER, 10.0, 1.0, 32),
+        _bfloat16_row(speed.SANET_AT_PEER_OS, 40.0, 0.1, 32),
+        _bfloat16_row(speed.PEER, 20.0, 1.0, 32),
+    ]
+    speed.derive(rows, [])
+    default, _, bfloat16, _ = rows
+    assert default["vs_peer"] == pytest.approx(1.2)
+    assert bfloat16["vs_peer"] == pytest.approx(2.0)
+    assert bfloat16["train_over_infer"] == pytest.approx(4.0)
+    # FLOPs are the model's, whatever the variant; each row is scored in its compute dtype.
+    assert bfloat16["flops_per_image"] == 2e9
+    assert default["fraction_of_matmul_peak"] == pytest.approx(24.0 / 100.0)
+    assert bfloat16["scored_peak_gflops"] == 400.0
+    assert bfloat16["fraction_of_matmul_peak"] == pytest.approx(80.0 / 400.0)
+    assert bfloat16["matmul_peak_gflops"] == 100.0  # the float32 peak stays recorded
+
+
+@pytest.mark.parametrize("higher_is_better, best", [(True, "b"), (False, "c")])
+def test_best_variant_meets_the_goal_on_most_rows_then_has_the_best_median(
+    higher_is_better, best
+):
+    values = {"a": [1.5, 0.5], "b": [1.3, 1.4], "c": [0.9, 0.8]}
+    rows = [{"variant": v, "ratio": x} for v, xs in values.items() for x in xs]
+    if higher_is_better:
+        passes = lambda value: value >= 1.2  # noqa: E731  (b: 2 of 2, a: 1 of 2)
+    else:
+        passes = lambda value: value <= 1.6  # noqa: E731  (all; c has the lowest median)
+    variant, variant_rows, verdicts = speed.best_variant(rows, "ratio", passes, higher_is_better)
+    assert variant == best
+    assert [r["ratio"] for r in variant_rows] == values[best]
+    assert verdicts == (
+        {"a": "**partly met** (1 of 2)", "b": "**met**", "c": "**not met**"}
+        if higher_is_better else dict.fromkeys(values, "**met**")
+    )
+
+
+@pytest.mark.parametrize("fast_variant", ["default", "mixed_bfloat16"])
+def test_goal_verdicts_name_the_best_variant(fast_variant):
+    def rows_of(variant, fast):
+        make = _bfloat16_row if variant == "mixed_bfloat16" else _fake_row
+        # 2 GFLOPs/image: 90 % of float32's 100 GFLOP/s at 45 images/s, of bfloat16's 400 at 180.
+        os8_rate = (180.0 if variant == "mixed_bfloat16" else 45.0) if fast else 5.0
+        return [
+            make(speed.SANET_OS8, os8_rate, (3.0 if fast else 4.0) / os8_rate, 8,
+                 flops_per_image=2e9),
+            make(speed.SANET_AT_PEER_OS, 13.0 if fast else 9.0, 1.0, 32, flops_per_image=1e9),
+            make(speed.PEER, 10.0, 1.0, 32, flops_per_image=1e9),
+        ]
+
+    slow_variant = "default" if fast_variant == "mixed_bfloat16" else "mixed_bfloat16"
+    rows = rows_of(slow_variant, fast=False) + rows_of(fast_variant, fast=True)
+    speed.derive(rows, [])
+    peak, peer, train = speed.goals(rows)
+    for line in (peak, peer, train):
+        assert line.split(":")[1].split(";")[0].strip() == "**met**", line
+    peak_dtype = "bfloat16" if fast_variant == "mixed_bfloat16" else "float32"
+    assert f"(tensorflow, {fast_variant}, batch 1:" in peak
+    assert f"{peak_dtype} GFLOP/s" in peak
+    for line in (peer, train):
+        assert f"best variant {fast_variant}:" in line
+        assert f"other variants: {slow_variant} **not met**" in line
+
+
+def _table_cells(line):
+    return [cell.strip() for cell in line.split("|")[1:-1]]
+
+
+def test_table_has_variant_and_compute_dtype_columns_on_every_row():
+    rows = [
+        _fake_row(speed.SANET_AT_PEER_OS, 12.0, 1.0, 32, flops_per_image=2e9,
+                  compute_dtypes={"Conv2D": ["float32"]}),
+        _bfloat16_row(speed.SANET_AT_PEER_OS, 40.0, 0.1, 32, flops_per_image=2e9,
+                      compute_dtypes={"Conv2D": ["bfloat16"], "Dense": ["bfloat16", "float32"]}),
+        {"backend": "jax", "model": speed.SANET_AT_PEER_OS, "variant": "jit_compile",
+         "batch": 1, "skipped": "JAX: always jitted"},
+        {"backend": "torch", "model": speed.PEER, "variant": "default", "batch": 1,
+         "error": "RuntimeError: out of memory"},
+    ]
+    speed.derive(rows, [])
+    lines = [line for line in speed.markdown(rows, [], toy=False).splitlines()
+             if line.startswith("|")]
+    header = _table_cells(lines[0])
+    assert header == list(speed.TABLE_HEADER)
+    assert header[2:4] == ["variant", "compute dtype"]
+    table = [dict(zip(header, _table_cells(line))) for line in lines[2:]]
+    assert all(len(_table_cells(line)) == len(header) for line in lines[2:])
+    assert [(r["variant"], r["compute dtype"]) for r in table] == [
+        ("default", "float32"), ("mixed_bfloat16", "bfloat16/float32"),
+        ("jit_compile", "—"), ("default", "—"),
+    ]
+    assert table[0]["% matmul peak"] == "24.0"
+    assert table[1]["% matmul peak"] == "20.0 (bfloat16)"
+    assert table[2]["images/s"] == "skipped: JAX: always jitted"
+    assert table[3]["images/s"] == "failed: RuntimeError: out of memory"
+
+
 # JAX compiles every initializer and both steps of each child: minutes of CPU, the slow set.
 @(pytest.mark.slow if backend() == "jax" else lambda test: test)
 def test_speed_toy_run_prints_a_table_and_writes_json(tmp_path):
-    # Two models keep it short: SANet at the peer's output stride and the peer (ratio (b)).
+    # Two models keep it short: SANet at the peer's output stride and the peer (ratio (b)),
+    # in the float32 default and under mixed_bfloat16.
     models = [speed.SANET_AT_PEER_OS, speed.PEER]
+    variants = {"default": "float32", "mixed_bfloat16": "bfloat16"}  # -> compute dtype
     path = tmp_path / "speed.json"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     proc = subprocess.run(
         [sys.executable, speed.__file__, "--toy", "--backends", backend(),
-         "--models", ",".join(models), "--json", str(path)],
+         "--models", ",".join(models), "--variants", ",".join(variants), "--json", str(path)],
         capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=1800,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert "| backend | model |" in proc.stdout and "Goals" in proc.stdout, proc.stdout
+    assert "| backend | model | variant | compute dtype |" in proc.stdout, proc.stdout
+    assert "Goals" in proc.stdout and "(bfloat16)" in proc.stdout, proc.stdout
     assert "speed: " in proc.stderr  # progress lines
 
     report = json.loads(path.read_text())
     rows = report["rows"]
-    assert [(r["backend"], r["model"]) for r in rows] == [(backend(), m) for m in models]
+    assert [(r["backend"], r["variant"], r["model"]) for r in rows] == [
+        (backend(), variant, model) for variant in variants for model in models
+    ]
     for row in rows:
         assert "error" not in row, row.get("log_tail")
         assert row["infer"]["images_per_second"] > 0
@@ -135,11 +341,29 @@ def test_speed_toy_run_prints_a_table_and_writes_json(tmp_path):
         assert row["flops_per_image"] > 0 and row["gflops_per_second"] > 0
         assert row["matmul_peak_gflops"] > 0 and row["fraction_of_matmul_peak"] > 0
         assert row["peak_rss_mb"] > 0
-    assert rows[0]["output_stride"] == rows[1]["output_stride"] == speed.PEER_OUTPUT_STRIDE
-    assert rows[0]["vs_peer"] > 0
+        # What the layers computed in, read from the built model, not the flag.
+        compute_dtype = variants[row["variant"]]
+        policy = "float32" if row["variant"] == "default" else "mixed_bfloat16"
+        assert row["dtype_policy"] == policy
+        assert "Conv2D" in row["compute_dtypes"]
+        assert set().union(*row["compute_dtypes"].values()) == {compute_dtype}
+        assert row["peak_dtype"] == compute_dtype
+        assert row["fraction_of_matmul_peak"] == pytest.approx(
+            row["gflops_per_second"] / row[f"{speed.matmul_key(compute_dtype)}_peak_gflops"])
+    bfloat16_rows = [r for r in rows if r["variant"] == "mixed_bfloat16"]
+    assert all(r["matmul_bfloat16_peak_gflops"] > 0 for r in bfloat16_rows)
+    assert not any("matmul_bfloat16_peak_gflops" in r for r in rows if r not in bfloat16_rows)
+    # FLOPs counted once per model (first variant) and shared by the other variant's row.
+    assert [("count_flops_s" in r) for r in rows] == [True, True, False, False]
+    assert rows[0]["flops_per_image"] == rows[2]["flops_per_image"]
+    # Each SANet row is compared with the peer of its own variant.
+    for sanet, peer in (rows[0:2], rows[2:4]):
+        assert sanet["output_stride"] == peer["output_stride"] == speed.PEER_OUTPUT_STRIDE
+        assert sanet["vs_peer"] == pytest.approx(
+            sanet["infer"]["images_per_second"] / peer["infer"]["images_per_second"])
     (pipeline,) = report["input_pipeline"]
     if os.path.isdir(CAMVID_ROOT):
         assert pipeline["images_per_second"] > 0 and rows[0]["pipeline_over_train"] > 0
     else:
         assert "skipped" in pipeline
-    assert len(report["goals"]) == 3
+    assert len(report["goals"]) == 3 and "best variant" in report["goals"][1]
