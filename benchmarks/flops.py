@@ -124,6 +124,15 @@ def _trace(model, input_shape, records=None):
     compute_output_spec(forward, keras.KerasTensor(input_shape, "float32"))
 
 
+def counted_layers(model, include_self=True):
+    """The layers of `model` (nested ones included) whose FLOPs this module counts."""
+    return [
+        layer
+        for layer in model._flatten_layers(include_self=include_self, recursive=True)
+        if _formula(layer) is not None
+    ]
+
+
 def flops_by_layer(model, input_shape):
     """`[(layer name, FLOPs)]` of one forward pass on a batch of `input_shape`, in call order.
 
@@ -133,11 +142,7 @@ def flops_by_layer(model, input_shape):
     """
     # A first trace builds the layers a model only creates in build() or call().
     _trace(model, input_shape)
-    layers = [
-        layer
-        for layer in model._flatten_layers(include_self=True, recursive=True)
-        if _formula(layer) is not None
-    ]
+    layers = counted_layers(model)
     records = []
     with _recording_calls(layers, records):
         _trace(model, input_shape, records)

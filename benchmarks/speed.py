@@ -314,12 +314,11 @@ def layer_compute_dtypes(model):
     Read from the built layers (those `benchmarks/flops.py` counts), so a row
     shows the precision its arithmetic actually ran in, not the one asked for.
     """
-    from flops import _formula as flop_formula
+    from flops import counted_layers
 
     seen = {}
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if flop_formula(layer) is not None:
-            seen.setdefault(type(layer).__name__, set()).add(layer.compute_dtype)
+    for layer in counted_layers(model, include_self=False):
+        seen.setdefault(type(layer).__name__, set()).add(layer.compute_dtype)
     return {name: sorted(dtypes) for name, dtypes in seen.items()}
 
 
