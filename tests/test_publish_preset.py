@@ -105,8 +105,10 @@ def _check_flip_record(record, folder, camvid, expected):
     assert list(record["per_class_iou"]) == list(CAMVID_INFO.class_names)
     assert record["flip"] is True and record["scales"] == [1.0]
     assert (record["dataset"], record["split"], record["num_images"]) == ("camvid", "val", 3)
+    # Paths relative to the working directory: no machine's absolute folders in metadata.
     assert record["command"] == (
-        f"keras-sanet eval --preset {folder} --dataset camvid --root {camvid} --split val --flip"
+        f"keras-sanet eval --preset {os.path.relpath(folder)} --dataset camvid "
+        f"--root {os.path.relpath(camvid)} --split val --flip"
     )
 
 

@@ -110,7 +110,12 @@ def score_flip(folder, root, output):
     model_args = ["--preset", folder]
     results = evaluate(model_args, output, root, flip=True)
     record = {key: results[key] for key in FLIP_EVALUATION_KEYS}
-    record["command"] = shlex.join(["keras-sanet", *eval_arguments(model_args, root, flip=True)])
+    # Paths relative to where the tool ran (the repository root, normally): the record
+    # should not carry one machine's absolute folders.
+    readable_args = ["--preset", os.path.relpath(folder)]
+    record["command"] = shlex.join(
+        ["keras-sanet", *eval_arguments(readable_args, os.path.relpath(root), flip=True)]
+    )
     write_evaluation(folder, record, key="evaluation_flip")
     return record
 
