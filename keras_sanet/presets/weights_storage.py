@@ -31,8 +31,9 @@ import numpy as np
 
 WEIGHTS_DTYPES = ("float32", "float16", "int8")
 # int8 storage keeps kernels of fewer weights than this in float16: on a ResNet-50 that is
-# the stem, layer1 and layer2 (about 2 % of the weights), where int8 rounding cost the zoo
-# model most of its accuracy loss (weights/README.md, "Weight storage").
+# the stem, layer1 and layer2 (3 % of the weights). On the zoo's SANet-ResNet-50 that took
+# the stored model from 0.37 to 0.04 mIoU points below float32
+# (benchmarks/camvid_training_run.md, third cycle).
 INT8_MIN_KERNEL_SIZE = 2**18
 # The HDF5 attribute carrying an int8 array's per-channel scales (float32, broadcastable).
 INT8_SCALE_ATTR = "keras_sanet_int8_scale"
