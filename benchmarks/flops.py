@@ -115,11 +115,11 @@ def _recording_calls(layers, records):
             del layer.__dict__["call"]
 
 
-def _trace(model, input_shape, records=None):
+def _trace(model, input_shape, records=None, training=False):
     def forward(images):
         if records is not None:
             records.clear()  # a backend may trace more than once: keep the last pass
-        return model(images, training=False)
+        return model(images, training=training)
 
     compute_output_spec(forward, keras.KerasTensor(input_shape, "float32"))
 
@@ -133,22 +133,25 @@ def counted_layers(model, include_self=True):
     ]
 
 
-def flops_by_layer(model, input_shape):
+def flops_by_layer(model, input_shape, training=False):
     """`[(layer name, FLOPs)]` of one forward pass on a batch of `input_shape`, in call order.
 
     Args:
         model: a Keras model (functional or subclassed) taking one image tensor.
         input_shape: the full input shape with the batch, e.g. `(1, 512, 512, 3)`.
+        training: trace the training forward pass instead (SANet's auxiliary
+            head runs only there). A symbolic trace updates no weights.
     """
     # A first trace builds the layers a model only creates in build() or call().
-    _trace(model, input_shape)
+    _trace(model, input_shape, training=training)
     layers = counted_layers(model)
     records = []
     with _recording_calls(layers, records):
-        _trace(model, input_shape, records)
+        _trace(model, input_shape, records, training=training)
     return list(records)
 
 
-def count_flops(model, input_shape):
-    """Total FLOPs (multiply-add = 2) of one forward pass on a batch of `input_shape`."""
-    return sum(flops for _, flops in flops_by_layer(model, input_shape))
+def count_flops(model, input_shape, training=False):
+    """Total FLOPs (multiply-add = 2) of one forward pass on a batch of `input_shape`
+    (the training forward pass with `training=True`)."""
+    return sum(flops for _, flops in flops_by_layer(model, input_shape, training))

@@ -10,6 +10,9 @@ Only ratios measured in this one process mean anything on a shared machine.
     resize    bilinear upsampling of a class map: `keras.ops.image.resize`
               against keras_sanet's gather formulation (`bilinear_resize_gather`),
               each compiled (jax.jit, tf.function), with their max |difference|.
+    train_split  (TensorFlow) a training step split into training forward + loss,
+              gradients and the update, against one inference, with and without
+              the auxiliary head, beside the FLOPs of each forward pass.
 
     python benchmarks/profile_inference.py --probes unbuilt --size 64 --output-stride 32
 """
@@ -23,6 +26,7 @@ import numpy as np
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO_ROOT)
+sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks"))  # flops.py
 
 
 def log(*parts):
@@ -121,7 +125,76 @@ def probe_resize(args):
             f"max|diff| {diff:.1e}")
 
 
-PROBES = {"unbuilt": probe_unbuilt, "resize": probe_resize}
+def probe_train_split(args):
+    """Where a training step's time goes, against one inference (TensorFlow).
+
+    Times, in CPU seconds of this process, four compiled functions of the same
+    batch: the inference forward pass; the training forward pass with SANet's
+    loss (auxiliary head, batch statistics); that plus its gradients; and
+    Keras' whole `train_on_batch` (gradients and the SGD update). Once with the
+    auxiliary head (the zoo's SANet) and once without, beside the FLOPs of each
+    forward pass (`benchmarks/flops.py`).
+    """
+    import keras
+
+    import keras_sanet
+    from flops import count_flops
+
+    if keras.backend.backend() != "tensorflow":
+        log("train_split: TensorFlow only (it uses tf.GradientTape); skipped")
+        return
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    shape = (args.batch, args.size, args.size, 3)
+    images = tf.constant(rng.uniform(0, 255, shape).astype("float32"))
+    labels = tf.constant(rng.integers(0, 21, shape[:3]).astype("int32"))
+    for auxiliary_head in (True, False):
+        model = keras_sanet.SANet(
+            backbone=args.backbone, num_classes=21, output_stride=args.output_stride,
+            auxiliary_head=auxiliary_head,
+        )
+        model.build((None, args.size, args.size, 3))
+        model.compile(
+            optimizer=keras.optimizers.SGD(learning_rate=1e-4, momentum=0.9), metrics=[]
+        )
+        variables = model.trainable_variables
+
+        def training_loss(x, y):
+            return model.compute_loss(x, y, model(x, training=True))
+
+        def gradients(x, y):
+            with tf.GradientTape() as tape:
+                loss = training_loss(x, y)
+            return tape.gradient(loss, variables)
+
+        parts = {
+            "inference": tf.function(lambda x, y: model(x, training=False)),
+            "training forward + loss": tf.function(training_loss),
+            "forward + gradients": tf.function(gradients),
+            "train_on_batch": lambda x, y: model.train_on_batch(x, y),
+        }
+        seconds = {}
+        for name, fn in parts.items():
+            fn(images, labels)  # traces / compiles
+            seconds[name] = best_and_median(
+                lambda: tf.nest.map_structure(np.asarray, fn(images, labels)),
+                args.repeats, time.process_time,
+            )[1]
+        infer_flops = count_flops(model, shape)
+        train_flops = count_flops(model, shape, training=True)
+        head = "with" if auxiliary_head else "without"
+        log(f"{args.backbone} OS{args.output_stride} {args.size}x{args.size} batch "
+            f"{args.batch}, {head} the auxiliary head: GFLOPs inference "
+            f"{infer_flops / 1e9:.1f}, training forward {train_flops / 1e9:.1f} "
+            f"({train_flops / infer_flops:.2f}x)")
+        for name, value in seconds.items():
+            log(f"  {name}: {value:.3f} CPU s, {value / seconds['inference']:.2f}x inference")
+
+
+PROBES = {
+    "unbuilt": probe_unbuilt, "resize": probe_resize, "train_split": probe_train_split,
+}
 
 
 def main(argv=None):
@@ -131,6 +204,7 @@ def main(argv=None):
     parser.add_argument("--backbone", default="resnet18")
     parser.add_argument("--output-stride", type=int, default=32)
     parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=1, help="train_split's batch")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args(argv)

@@ -81,6 +81,27 @@ def test_flops_of_a_nested_model_count_every_call():
     assert tuple(model(keras.ops.zeros((2, 6, 6, 4))).shape) == (2, 3)
 
 
+class TrainingOnlyHead(keras.Model):
+    """A main conv, and a second conv only in training (like SANet's auxiliary head)."""
+
+    def __init__(self):
+        super().__init__()
+        self.main = keras.layers.Conv2D(4, 3, padding="same")
+        self.aux = keras.layers.Conv2D(2, 1)
+
+    def call(self, x, training=False):
+        x = self.main(x)
+        return x + keras.ops.sum(self.aux(x)) if training else x
+
+
+def test_flops_of_the_training_forward_pass_count_training_only_layers():
+    model = TrainingOnlyHead()
+    main = 2 * 6 * 6 * 4 * 3 * 3 * 3
+    aux = 2 * 6 * 6 * 2 * 4
+    assert count_flops(model, (1, 6, 6, 3)) == main
+    assert count_flops(model, (1, 6, 6, 3), training=True) == main + aux
+
+
 def _fake_row(model, images_per_second, train_s, output_stride, **extra):
     """A measured row as a child reports it (default variant unless `extra` says otherwise)."""
     batch = 1
@@ -117,6 +138,23 @@ def test_goal_verdicts_follow_the_measured_numbers(fast):
     assert rows[2]["pipeline_over_train"] == pytest.approx(20.0)
     verdicts = [line.split(":")[1].split(";")[0].strip() for line in speed.goals(rows)]
     assert verdicts == ["**met**"] * 3 if fast else ["**not met**"] * 3
+
+
+def test_train_over_infer_per_flop_divides_out_the_training_only_forward_work():
+    # Training forward 2.5 GFLOPs against 2 for inference; step 4.5x one inference.
+    rows = [
+        _fake_row(speed.SANET_OS8, 10.0, 0.45, 8, flops_per_image=2e9,
+                  train_flops_per_image=2.5e9),
+    ]
+    speed.derive(rows, [])
+    (row,) = rows
+    assert row["train_over_infer"] == pytest.approx(4.5)
+    assert row["train_forward_flops_ratio"] == pytest.approx(1.25)
+    assert row["train_over_infer_per_flop"] == pytest.approx(3.6)
+    (line,) = [goal for goal in speed.goals(rows) if goal.startswith("(c)")]
+    # Judged on the plain ratio; the per-FLOP figure is context.
+    assert "**not met**" in line and "1.25x" in line and "3.60x" in line
+    assert "| 4.50 | 3.60 |" in speed.markdown(rows, [], toy=False)
 
 
 @pytest.mark.parametrize(
@@ -339,6 +377,9 @@ def test_speed_toy_run_prints_a_table_and_writes_json(tmp_path):
         assert row["infer"]["images_per_second"] > 0
         assert row["train"]["median_s"] > 0 and row["train_over_infer"] > 0
         assert row["flops_per_image"] > 0 and row["gflops_per_second"] > 0
+        assert row["train_flops_per_image"] >= row["flops_per_image"]
+        assert row["train_over_infer_per_flop"] == pytest.approx(
+            row["train_over_infer"] * row["flops_per_image"] / row["train_flops_per_image"])
         assert row["matmul_peak_gflops"] > 0 and row["fraction_of_matmul_peak"] > 0
         assert row["peak_rss_mb"] > 0
         # What the layers computed in, read from the built model, not the flag.
