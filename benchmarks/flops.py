@@ -121,6 +121,17 @@ def _trace(model, input_shape, records=None, training=False):
             records.clear()  # a backend may trace more than once: keep the last pass
         return model(images, training=training)
 
+    if training and keras.backend.backend() == "torch":
+        # Keras' torch `compute_output_spec` traces on the "meta" device and, when
+        # that fails, again on the CPU inside the same StatelessScope: batch norm's
+        # moving statistics, updated with meta tensors by the first attempt, then
+        # break the second. Run the training pass on zeros instead, in a
+        # StatelessScope so that no variable changes.
+        import torch
+
+        with keras.StatelessScope(), torch.no_grad():
+            forward(keras.ops.zeros(input_shape))
+        return
     compute_output_spec(forward, keras.KerasTensor(input_shape, "float32"))
 
 
@@ -140,7 +151,8 @@ def flops_by_layer(model, input_shape, training=False):
         model: a Keras model (functional or subclassed) taking one image tensor.
         input_shape: the full input shape with the batch, e.g. `(1, 512, 512, 3)`.
         training: trace the training forward pass instead (SANet's auxiliary
-            head runs only there). A symbolic trace updates no weights.
+            head runs only there). No weight changes (batch norm's moving
+            statistics included); on PyTorch this pass runs on zeros.
     """
     # A first trace builds the layers a model only creates in build() or call().
     _trace(model, input_shape, training=training)

@@ -82,15 +82,17 @@ def test_flops_of_a_nested_model_count_every_call():
 
 
 class TrainingOnlyHead(keras.Model):
-    """A main conv, and a second conv only in training (like SANet's auxiliary head)."""
+    """A main conv and batch norm, and a second conv only in training (like SANet's
+    auxiliary head)."""
 
     def __init__(self):
         super().__init__()
         self.main = keras.layers.Conv2D(4, 3, padding="same")
+        self.norm = keras.layers.BatchNormalization()
         self.aux = keras.layers.Conv2D(2, 1)
 
     def call(self, x, training=False):
-        x = self.main(x)
+        x = self.norm(self.main(x), training=training)
         return x + keras.ops.sum(self.aux(x)) if training else x
 
 
@@ -99,7 +101,11 @@ def test_flops_of_the_training_forward_pass_count_training_only_layers():
     main = 2 * 6 * 6 * 4 * 3 * 3 * 3
     aux = 2 * 6 * 6 * 2 * 4
     assert count_flops(model, (1, 6, 6, 3)) == main
+    model.norm.moving_mean.assign(keras.ops.ones((4,)))  # a batch's mean (0 on zeros) would move it
+    moving_mean = keras.ops.convert_to_numpy(model.norm.moving_mean).copy()
     assert count_flops(model, (1, 6, 6, 3), training=True) == main + aux
+    # Counting changed no weight: the batch statistics never reached the moving mean.
+    assert (keras.ops.convert_to_numpy(model.norm.moving_mean) == moving_mean).all()
 
 
 def _fake_row(model, images_per_second, train_s, output_stride, **extra):
