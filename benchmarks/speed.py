@@ -695,8 +695,8 @@ def _compute_dtype_cell(row):
 
 TABLE_HEADER = (
     "backend", "model", "variant", "compute dtype", "input", "batch", "OS", "images/s",
-    "ms/image", "train step s", "train/infer", "train/infer per FLOP", "peak RSS MB", "GFLOPs/image", "GFLOP/s",
-    "% matmul peak", "vs DeepLabV3", "pipeline/train",
+    "ms/image", "train step s", "train/infer", "train/infer per FLOP", "peak RSS MB",
+    "GFLOPs/image", "GFLOP/s", "% matmul peak", "vs DeepLabV3", "pipeline/train",
 )
 
 
