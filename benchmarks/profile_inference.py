@@ -172,7 +172,7 @@ def probe_train_split(args):
             "inference": tf.function(lambda x, y: model(x, training=False)),
             "training forward + loss": tf.function(training_loss),
             "forward + gradients": tf.function(gradients),
-            "train_on_batch": lambda x, y: model.train_on_batch(x, y),
+            "train_on_batch": model.train_on_batch,
         }
         seconds = {}
         for name, fn in parts.items():
