@@ -94,20 +94,21 @@ def _formula(layer):
 
 
 @contextlib.contextmanager
-def _recording_calls(layers, records):
-    """Wraps each layer's `call` (an instance attribute shadowing the method)."""
+def recording_calls(layers, on_call):
+    """Wraps each layer's `call` (an instance attribute shadowing the method) so that
+    every call also runs `on_call(layer, inputs, args, kwargs, outputs)`."""
 
-    def wrap(layer, call, formula):
+    def wrap(layer, call):
         def recording_call(inputs, *args, **kwargs):
             outputs = call(inputs, *args, **kwargs)
-            records.append((layer.name, formula(layer, _shape(inputs), _shape(outputs))))
+            on_call(layer, inputs, args, kwargs, outputs)
             return outputs
 
         return recording_call
 
     for layer in layers:
         # object.__setattr__: skip Keras' (and torch.nn.Module's) attribute tracking.
-        object.__setattr__(layer, "call", wrap(layer, layer.call, _formula(layer)))
+        object.__setattr__(layer, "call", wrap(layer, layer.call))
     try:
         yield
     finally:
@@ -115,7 +116,15 @@ def _recording_calls(layers, records):
             del layer.__dict__["call"]
 
 
-def _trace(model, input_shape, records=None, training=False):
+def _recording_flops(layers, records):
+    def on_call(layer, inputs, args, kwargs, outputs):
+        records.append((layer.name, _formula(layer)(layer, _shape(inputs), _shape(outputs))))
+
+    return recording_calls(layers, on_call)
+
+
+def trace(model, input_shape, records=None, training=False):
+    """One symbolic forward pass of `model` on a batch of `input_shape` (no weights change)."""
     def forward(images):
         if records is not None:
             records.clear()  # a backend may trace more than once: keep the last pass
@@ -155,11 +164,11 @@ def flops_by_layer(model, input_shape, training=False):
             statistics included); on PyTorch this pass runs on zeros.
     """
     # A first trace builds the layers a model only creates in build() or call().
-    _trace(model, input_shape, training=training)
+    trace(model, input_shape, training=training)
     layers = counted_layers(model)
     records = []
-    with _recording_calls(layers, records):
-        _trace(model, input_shape, records, training=training)
+    with _recording_flops(layers, records):
+        trace(model, input_shape, records, training=training)
     return list(records)
 
 

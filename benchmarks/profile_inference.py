@@ -13,8 +13,15 @@ Only ratios measured in this one process mean anything on a shared machine.
     train_split  (TensorFlow) a training step split into training forward + loss,
               gradients and the update, against one inference, with and without
               the auxiliary head, beside the FLOPs of each forward pass.
+    layers    where an inference's time goes: every leaf layer of SANet (conv,
+              batch norm, activation, add, ...) compiled and timed alone on the
+              input it gets inside the model, summed per layer class, with each
+              convolution's GFLOP/s against a float32 matmul peak timed in the
+              same process; beside the whole model's time.
 
     python benchmarks/profile_inference.py --probes unbuilt --size 64 --output-stride 32
+    python benchmarks/profile_inference.py --probes layers --backbone resnet50 \
+        --size 512 --output-stride 8 [--jit-compile]
 """
 
 import argparse
@@ -192,8 +199,159 @@ def probe_train_split(args):
             log(f"  {name}: {value:.3f} CPU s, {value / seconds['inference']:.2f}x inference")
 
 
+def _compiler(jit_compile):
+    """`(compile, wait)` for the backend: how to compile a function and wait for its result."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.jit, lambda y: keras.tree.map_structure(lambda t: t.block_until_ready(), y)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return (lambda f: tf.function(f, jit_compile=jit_compile)), (
+            lambda y: keras.tree.map_structure(np.asarray, y)
+        )
+    import torch
+
+    def no_grad(f):
+        def run(*xs):
+            with torch.no_grad():
+                return f(*xs)
+
+        return run
+
+    return no_grad, lambda y: y
+
+
+def _leaf_layers(model):
+    return [
+        layer for layer in model._flatten_layers(include_self=False, recursive=True)
+        if not list(layer._flatten_layers(include_self=False, recursive=False))
+    ]
+
+
+class _TensorSpec:
+    """Shape and dtype of a recorded layer input (a leaf for `keras.tree`)."""
+
+    def __init__(self, tensor):
+        import keras
+
+        self.shape = tuple(int(d) for d in tensor.shape)
+        self.dtype = keras.backend.standardize_dtype(tensor.dtype)
+
+    def random(self, rng):
+        import keras
+
+        return keras.ops.convert_to_tensor(rng.standard_normal(self.shape).astype(self.dtype))
+
+
+def _is_tensor(value):
+    return hasattr(value, "shape") and hasattr(value, "dtype")
+
+
+def probe_layers(args):
+    """Per-layer time of one inference, summed per layer class (any backend).
+
+    Every leaf layer's call during a symbolic forward pass is recorded with its
+    input shapes; each call is then compiled alone (tf.function, with
+    `--jit-compile` XLA; jax.jit; eager PyTorch under no_grad) and timed on
+    random inputs of those shapes (best of `--repeats`, wall seconds: run it on
+    an idle machine). Ops a layer's `call` runs outside sublayers (SANet's
+    pooling and resizes in the attention branch, the final resize) and whatever
+    the whole-model compile fuses away show up as the difference between the
+    summed layers and the whole model.
+    """
+    import keras
+
+    import keras_sanet
+    from flops import _formula
+    from flops import recording_calls
+    from flops import trace
+    from speed import matmul_gflops
+
+    compile_fn, wait = _compiler(args.jit_compile)
+    rng = np.random.default_rng(0)
+    shape = (1, args.size, args.size, 3)
+    model = keras_sanet.SANet(
+        backbone=args.backbone, num_classes=21, output_stride=args.output_stride
+    )
+    model.build((None, args.size, args.size, 3))
+    calls = []
+
+    def on_call(layer, inputs, call_args, call_kwargs, outputs):
+        spec = keras.tree.map_structure(
+            lambda v: _TensorSpec(v) if _is_tensor(v) else v, inputs
+        )
+        formula = _formula(layer)
+        flops = 0
+        if formula:
+            flops = formula(layer, _TensorSpec(inputs).shape, _TensorSpec(outputs).shape)
+        calls.append((layer, spec, call_args, call_kwargs, flops))
+
+    trace(model, shape)  # builds what builds lazily
+    with recording_calls(_leaf_layers(model), on_call):
+        trace(model, shape, records=calls)
+    images = keras.ops.convert_to_tensor(rng.uniform(0, 255, shape).astype("float32"))
+    whole = compile_fn(lambda x: model(x, training=False))
+    wait(whole(images))
+    whole_s = best_and_median(lambda: wait(whole(images)), args.repeats)[0]
+    peak_before = max(matmul_gflops(2048).values())
+    rows = []
+    for layer, spec, call_args, call_kwargs, flops in calls:
+        inputs = keras.tree.map_structure(
+            lambda v: v.random(rng) if isinstance(v, _TensorSpec) else v, spec
+        )
+        # The layer's own `call`, with the arguments Keras passed it inside the model.
+        fn = compile_fn(
+            lambda x, call=layer.call, a=call_args, k=call_kwargs: call(x, *a, **k)
+        )
+        wait(fn(inputs))
+        seconds = best_and_median(lambda: wait(fn(inputs)), args.repeats)[0]
+        first = keras.tree.flatten(spec)[0]
+        rows.append((layer, getattr(first, "shape", first), seconds, flops))
+    # The best of matmuls timed before and after: this host's throughput moves for seconds.
+    peak = max(peak_before, *matmul_gflops(2048).values())
+    layers_s = sum(seconds for _, _, seconds, _ in rows)
+    total_flops = sum(flops for *_, flops in rows)
+    backend = keras.backend.backend()
+    log(f"{backend}{' jit_compile' if args.jit_compile else ''}: SANet {args.backbone} "
+        f"OS{args.output_stride} {args.size}x{args.size}, batch 1: whole model "
+        f"{whole_s * 1e3:.0f} ms ({total_flops / whole_s / 1e9:.0f} GFLOP/s, "
+        f"{100 * total_flops / whole_s / 1e9 / peak:.1f} % of a {peak:.0f} GFLOP/s "
+        f"float32 matmul); {len(rows)} leaf layer calls timed alone sum to "
+        f"{layers_s * 1e3:.0f} ms ({layers_s / whole_s:.2f}x the whole model)")
+    by_class = {}
+    for layer, _, seconds, flops in rows:
+        entry = by_class.setdefault(type(layer).__name__, [0, 0.0, 0])
+        entry[0] += 1
+        entry[1] += seconds
+        entry[2] += flops
+    log("  | layer class | calls | ms | share of summed layers | GFLOP/s | % of matmul peak |")
+    log("  | --- | ---: | ---: | ---: | ---: | ---: |")
+    for name, (count, seconds, flops) in sorted(by_class.items(), key=lambda kv: -kv[1][1]):
+        gflops = flops / seconds / 1e9
+        rate = f"{gflops:.0f} | {100 * gflops / peak:.1f}" if flops else "- | -"
+        log(f"  | {name} | {count} | {seconds * 1e3:.1f} | "
+            f"{100 * seconds / layers_s:.1f} % | {rate} |")
+    log(f"  the {args.top} slowest calls:")
+    for layer, first, seconds, flops in sorted(rows, key=lambda row: -row[2])[: args.top]:
+        gflops = flops / seconds / 1e9
+        rate = f", {gflops:.0f} GFLOP/s ({100 * gflops / peak:.1f} %)" if flops else ""
+        log(f"    {layer.path} ({type(layer).__name__}) on {first}: "
+            f"{seconds * 1e3:.1f} ms{rate}")
+    fields = ("calls", "seconds", "flops")
+    return {
+        "whole_s": whole_s, "flops": total_flops, "matmul_gflops": peak,
+        "by_class": {name: dict(zip(fields, entry)) for name, entry in by_class.items()},
+    }
+
+
 PROBES = {
     "unbuilt": probe_unbuilt, "resize": probe_resize, "train_split": probe_train_split,
+    "layers": probe_layers,
 }
 
 
@@ -207,11 +365,15 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=1, help="train_split's batch")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--jit-compile", action="store_true",
+                        help="layers: compile with XLA on TensorFlow (always on JAX)")
+    parser.add_argument("--top", type=int, default=12, help="layers: slowest calls listed")
     args = parser.parse_args(argv)
-    for name in args.probes.split(","):
+    names = args.probes.split(",")
+    for name in names:
         if name not in PROBES:
             parser.error(f"unknown probe {name!r}; choose from {', '.join(PROBES)}")
-        PROBES[name](args)
+    return {name: PROBES[name](args) for name in names}
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""benchmarks/profile_inference.py: the train_split probe runs at a toy size."""
+"""benchmarks/profile_inference.py: the train_split and layers probes run at a toy size."""
 
 import os
 import sys
@@ -27,3 +27,27 @@ def test_train_split_probe_reports_every_part_or_says_why_not(capsys):
     # Without the auxiliary head the training forward pass counts the inference's FLOPs.
     without = out.split("without the auxiliary head")[1].splitlines()[0]
     assert without.endswith("(1.00x)"), without
+
+
+def test_layers_probe_times_every_leaf_layer_and_counts_the_model_s_flops(capsys):
+    import keras
+
+    import keras_sanet
+    from flops import count_flops
+
+    summary = profile_inference.main(
+        ["--probes", "layers", "--size", "32", "--output-stride", "32", "--repeats", "1",
+         "--top", "3"]
+    )["layers"]
+    out = capsys.readouterr().out
+    by_class = summary["by_class"]
+    for name in ("Conv2D", "BatchNormalization", "Activation", "Add"):
+        assert by_class[name]["calls"] > 0 and by_class[name]["seconds"] > 0, by_class
+    # The convolutions and dense layers timed alone are all the model's counted FLOPs.
+    model = keras_sanet.SANet(backbone="resnet18", num_classes=21, output_stride=32)
+    model.build((None, 32, 32, 3))
+    assert summary["flops"] == count_flops(model, (1, 32, 32, 3))
+    assert summary["flops"] == sum(entry["flops"] for entry in by_class.values())
+    assert summary["whole_s"] > 0 and summary["matmul_gflops"] > 0
+    assert f"{keras.backend.backend()}: SANet resnet18 OS32 32x32" in out
+    assert "| Conv2D |" in out and "the 3 slowest calls:" in out
