@@ -275,6 +275,52 @@ def test_ratios_and_peak_fractions_pair_rows_of_their_own_variant():
     assert bfloat16["matmul_peak_gflops"] == 100.0  # the float32 peak stays recorded
 
 
+@pytest.mark.parametrize("with_training", [True, False])
+def test_inference_and_training_are_timed_in_turn_with_a_peak_beside_each_inference(
+    with_training
+):
+    events = []
+    peaks = iter([100.0, 300.0, 200.0, 150.0, 120.0, 110.0])
+
+    def peak():
+        events.append("peak")
+        return next(peaks)
+
+    infer, trained, beside = speed._time_in_turn(
+        lambda: events.append("infer"), (lambda: events.append("train")) if with_training
+        else None, repeats=3, warmup=1, peak=peak)
+    turn = ["peak", "infer", "peak"] + (["train"] if with_training else [])
+    warmups = ["infer"] + (["train"] if with_training else [])
+    assert events == warmups + turn * 3
+    assert len(infer[1]) == 3 and infer[0] >= 0
+    assert (trained is not None and len(trained[1]) == 3) == with_training
+    # Each inference against the better of the matmuls right before and right after it.
+    assert beside == [300.0, 200.0, 120.0]
+
+
+def test_train_over_infer_is_the_median_ratio_of_calls_timed_in_turn():
+    row = _fake_row(speed.SANET_OS8, 1.0, 3.0, 8)
+    row["infer"]["seconds"] = [1.0, 2.0, 1.0]
+    row["train"]["seconds"] = [3.0, 4.0, 3.5]  # ratios 3, 2, 3.5
+    speed.derive([row], [])
+    assert row["train_over_infer"] == pytest.approx(3.0)
+
+
+def test_paired_peak_fraction_scores_each_call_against_the_peak_beside_it():
+    # 2 GFLOPs per image; calls of 0.02 s and 0.04 s (100 and 50 GFLOP/s) beside
+    # peaks of 125 and 62.5: 80 % each, whatever the child's best peak (100).
+    row = _fake_row(speed.SANET_OS8, 40.0, 0.1, 8, flops_per_image=2e9)
+    row["infer"] |= {"seconds": [0.02, 0.04, 0.04], "peak_gflops_beside": [125.0, 62.5, 62.5]}
+    speed.derive([row], [])
+    assert row["fraction_of_matmul_peak_paired"] == pytest.approx(0.8)
+    assert row["fraction_of_matmul_peak"] == pytest.approx(0.8)  # 80 of 100 GFLOP/s
+    assert speed._peak_fraction(row) == row["fraction_of_matmul_peak_paired"]
+    (line,) = [g for g in speed.goals([row]) if g.startswith("(a)")]
+    assert "**not met**" in line and "best 80.0%" in line and "beside" in line
+    table = speed.markdown([row], [], toy=False)
+    assert "| % matmul peak | % peak paired |" in table and "| 80.0 | 80.0 |" in table
+
+
 @pytest.mark.parametrize("higher_is_better, best", [(True, "b"), (False, "c")])
 def test_best_variant_meets_the_goal_on_most_rows_then_has_the_best_median(
     higher_is_better, best
@@ -387,6 +433,8 @@ def test_speed_toy_run_prints_a_table_and_writes_json(tmp_path):
         assert row["train_over_infer_per_flop"] == pytest.approx(
             row["train_over_infer"] * row["flops_per_image"] / row["train_flops_per_image"])
         assert row["matmul_peak_gflops"] > 0 and row["fraction_of_matmul_peak"] > 0
+        assert len(row["infer"]["peak_gflops_beside"]) == len(row["infer"]["seconds"])
+        assert row["fraction_of_matmul_peak_paired"] > 0
         assert row["peak_rss_mb"] > 0
         # What the layers computed in, read from the built model, not the flag.
         compute_dtype = variants[row["variant"]]
