@@ -5,9 +5,11 @@ before Keras is imported, and each process's peak RSS is its own):
 inference images/s (`predict_on_batch`, the backend's compiled predict
 path; warm-up excluded, median of `--repeats`), the time of one training
 step (`train_on_batch`, SGD; SANet's own loss, sparse cross-entropy for the
-peer), peak RSS, and a float32 matmul's GFLOP/s measured in the same
-process before and after the model (the machine is shared: the peak is
-taken beside each measurement). FLOPs per image are counted once per model
+peer), timed in turn with the inference, peak RSS, and a float32 matmul's
+GFLOP/s measured in the same process before and after the model and right
+before and after every timed inference call (this host's throughput moves
+for seconds at a time: each call is scored against the matmul beside it,
+`% peak paired`, and `train/infer` is the median per-turn ratio). FLOPs per image are counted once per model
 from its layers (`benchmarks/flops.py`: multiply-add = 2 FLOPs, conv and
 dense layers only). The CamVid training input pipeline
 (`benchmarks/input_pipeline.py`) is timed at each training input size.
