@@ -9,9 +9,9 @@ peer), timed in turn with the inference, peak RSS, and a float32 matmul's
 GFLOP/s measured in the same process before and after the model and right
 before and after every timed inference call (this host's throughput moves
 for seconds at a time: each call is scored against the matmul beside it,
-`% peak paired`, and `train/infer` is the median per-turn ratio). FLOPs per image are counted once per model
-from its layers (`benchmarks/flops.py`: multiply-add = 2 FLOPs, conv and
-dense layers only). The CamVid training input pipeline
+`% peak paired`, and `train/infer` is the median per-turn ratio). FLOPs per
+image are counted once per model from its layers (`benchmarks/flops.py`:
+multiply-add = 2 FLOPs, conv and dense layers only). The CamVid training input pipeline
 (`benchmarks/input_pipeline.py`) is timed at each training input size.
 
 Models:
@@ -785,6 +785,8 @@ def markdown(rows, pipelines, toy):
         of_peak_paired = _cell(paired and 100 * paired, ".1f")
         if fraction is not None and row["peak_dtype"] != "float32":
             of_peak += f" ({row['peak_dtype']})"  # of the peak in the row's compute dtype
+            if paired is not None:
+                of_peak_paired += f" ({row['peak_dtype']})"
         cells = (
             row["backend"], model, row["variant"], _compute_dtype_cell(row),
             "x".join(map(str, row["input_size"])), row["batch"],
@@ -802,7 +804,8 @@ def markdown(rows, pipelines, toy):
         lines.append(f"Variant {variant}: {VARIANTS[variant].description}.")
     lines.append("Ratios (vs DeepLabV3) pair rows of the same variant, backend, batch and input.")
     lines.append(
-        "% matmul peak: the median call's GFLOP/s over the best matmul of the child process; "
+        "% matmul peak: the median call's GFLOP/s over the best matmul timed before and after "
+        "the whole measurement in the child process; "
         "% peak paired: each timed call's GFLOP/s over the best matmul timed right before "
         "or after it, median of the calls (the host's throughput can move for seconds at a "
         "time; goal (a) is judged on the paired figure)."

@@ -319,6 +319,12 @@ def test_paired_peak_fraction_scores_each_call_against_the_peak_beside_it():
     assert "**not met**" in line and "best 80.0%" in line and "beside" in line
     table = speed.markdown([row], [], toy=False)
     assert "| % matmul peak | % peak paired |" in table and "| 80.0 | 80.0 |" in table
+    # A bfloat16 row's paired figure is of the bfloat16 peak, and says so.
+    bfloat16 = _bfloat16_row(speed.SANET_OS8, 40.0, 0.1, 8, flops_per_image=2e9)
+    bfloat16["infer"] |= {"seconds": [0.025], "peak_gflops_beside": [200.0]}
+    speed.derive([bfloat16], [])
+    assert bfloat16["fraction_of_matmul_peak_paired"] == pytest.approx(0.4)  # 80 of 200
+    assert "| 20.0 (bfloat16) | 40.0 (bfloat16) |" in speed.markdown([bfloat16], [], toy=False)
 
 
 @pytest.mark.parametrize("higher_is_better, best", [(True, "b"), (False, "c")])
@@ -396,6 +402,7 @@ def test_table_has_variant_and_compute_dtype_columns_on_every_row():
     ]
     assert table[0]["% matmul peak"] == "24.0"
     assert table[1]["% matmul peak"] == "20.0 (bfloat16)"
+    assert table[0]["% peak paired"] == table[1]["% peak paired"] == "—"  # none measured
     assert table[2]["images/s"] == "skipped: JAX: always jitted"
     assert table[3]["images/s"] == "failed: RuntimeError: out of memory"
 
