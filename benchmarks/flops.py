@@ -116,9 +116,15 @@ def recording_calls(layers, on_call):
             del layer.__dict__["call"]
 
 
+def call_flops(layer, inputs, outputs):
+    """FLOPs of one call of `layer` on `inputs` giving `outputs` (0 for an uncounted layer)."""
+    formula = _formula(layer)
+    return formula(layer, _shape(inputs), _shape(outputs)) if formula else 0
+
+
 def _recording_flops(layers, records):
     def on_call(layer, inputs, args, kwargs, outputs):
-        records.append((layer.name, _formula(layer)(layer, _shape(inputs), _shape(outputs))))
+        records.append((layer.name, call_flops(layer, inputs, outputs)))
 
     return recording_calls(layers, on_call)
 

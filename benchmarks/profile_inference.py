@@ -104,16 +104,7 @@ def probe_resize(args):
     from keras_sanet.layers.resize import bilinear_resize_gather
 
     backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
-
-        compile_fn, sync = jax.jit, lambda y: y.block_until_ready()
-    elif backend == "tensorflow":
-        import tensorflow as tf
-
-        compile_fn, sync = tf.function, lambda y: y.numpy()
-    else:
-        compile_fn, sync = (lambda f: f), (lambda y: y)
+    compile_fn, sync = _compiler(jit_compile=False)
     rng = np.random.default_rng(0)
     for source, target in ((args.size // 8, args.size // 4), (args.size // 4, args.size)):
         x = ops.convert_to_tensor(
@@ -267,7 +258,7 @@ def probe_layers(args):
     import keras
 
     import keras_sanet
-    from flops import _formula
+    from flops import call_flops
     from flops import recording_calls
     from flops import trace
     from speed import matmul_gflops
@@ -285,11 +276,7 @@ def probe_layers(args):
         spec = keras.tree.map_structure(
             lambda v: _TensorSpec(v) if _is_tensor(v) else v, inputs
         )
-        formula = _formula(layer)
-        flops = 0
-        if formula:
-            flops = formula(layer, _TensorSpec(inputs).shape, _TensorSpec(outputs).shape)
-        calls.append((layer, spec, call_args, call_kwargs, flops))
+        calls.append((layer, spec, call_args, call_kwargs, call_flops(layer, inputs, outputs)))
 
     trace(model, shape)  # builds what builds lazily
     with recording_calls(_leaf_layers(model), on_call):

@@ -678,7 +678,8 @@ def goals(rows):
         paired = "fraction_of_matmul_peak_paired" in best
         how = (
             "each timed call against the matmul timed right beside it, median of the calls; "
-            f"against the best matmul of the whole child {best['fraction_of_matmul_peak']:.1%}, "
+            "against the best matmul timed before and after the whole measurement "
+            f"{best['fraction_of_matmul_peak']:.1%}, "
             if paired else ""
         )
         lines.append(
