@@ -2,6 +2,8 @@
 
 import keras
 
+from keras_sanet.layers.conv2d import Conv2D
+
 
 def conv_bn_relu6(
     x,
@@ -59,7 +61,7 @@ def conv_bn_relu6(
     if depthwise:
         x = keras.layers.DepthwiseConv2D(**common)(x)
     else:
-        x = keras.layers.Conv2D(filters, **common)(x)
+        x = Conv2D(filters, **common)(x)
     x = keras.layers.BatchNormalization(
         epsilon=bn_epsilon, momentum=bn_momentum, name=f"{name}_bn", dtype=dtype
     )(x)

@@ -52,6 +52,7 @@ from keras_sanet.backbones.registry import validate_output_stride
 from keras_sanet.backbones.weight_loading import check_weights_argument
 from keras_sanet.backbones.weight_loading import imagenet_download_error
 from keras_sanet.backbones.weight_loading import transfer_weights
+from keras_sanet.layers.conv2d import Conv2D
 from keras_sanet.layers.image_normalization import ImageNormalization
 
 STEMS = ("standard", "deep")
@@ -248,7 +249,7 @@ def _build_network(variant, output_stride, dtype, stem):
 def _conv(
     x, filters, kernel_size, variant, dtype, name, strides=1, rate=1, padding="same"
 ):
-    return keras.layers.Conv2D(
+    return Conv2D(
         filters,
         kernel_size,
         strides=strides,

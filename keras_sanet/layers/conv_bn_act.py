@@ -2,6 +2,8 @@
 
 import keras
 
+from keras_sanet.layers.conv2d import Conv2D
+
 # PyTorch's BatchNorm2d defaults (momentum 0.1 there = 0.9 here), which the
 # paper's PyTorch code used.
 BN_MOMENTUM = 0.9
@@ -98,7 +100,7 @@ class ConvBNAct(keras.layers.Layer):
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
         self.bn_momentum = bn_momentum
         self.bn_epsilon = bn_epsilon
-        self.conv = keras.layers.Conv2D(
+        self.conv = Conv2D(
             filters,
             self.kernel_size,
             strides=self.strides,

@@ -5,6 +5,7 @@ import numbers
 import keras
 from keras import ops
 
+from keras_sanet.layers.conv2d import Conv2D
 from keras_sanet.layers.conv_bn_act import ConvBNAct
 from keras_sanet.layers.conv_bn_act import check_positive_int
 from keras_sanet.layers.conv_bn_act import serialize_activation
@@ -236,7 +237,7 @@ class SANetHeads(keras.layers.Layer):
                     )
                     se.build(conv_shape)
                     self.head_se.append(se)
-            classifier = keras.layers.Conv2D(
+            classifier = Conv2D(
                 self.num_classes, 1, dtype=policy, name=f"{prefix}_classifier"
             )
             classifier.build(tuple(shape[:-1]) + (filters,))
@@ -270,7 +271,7 @@ class SANetHeads(keras.layers.Layer):
             # `predict_on_batch` while any layer of the model is unbuilt
             # (benchmarks/PROFILE.md).
             self.aux_dropout_layer.build(aux_shape)
-            self.aux_classifier = keras.layers.Conv2D(
+            self.aux_classifier = Conv2D(
                 self.num_classes, 1, dtype=policy, name="aux_classifier"
             )
             self.aux_classifier.build(aux_shape)

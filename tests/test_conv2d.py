@@ -1,0 +1,144 @@
+"""keras_sanet.layers.Conv2D: keras.layers.Conv2D's outputs, gradients, config and files."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from keras_sanet.layers import Conv2D
+from tests.helpers import backend
+from tests.helpers import random_features
+from tests.helpers import to_numpy
+
+CASES = {
+    "1x1": ((2, 7, 7, 5), dict(filters=6, kernel_size=1), True),
+    "1x1_stride2_same_even": ((2, 8, 6, 5), dict(filters=6, kernel_size=1, strides=2,
+                                                 padding="same"), True),
+    "1x1_stride2_same_odd": ((1, 7, 9, 5), dict(filters=6, kernel_size=1, strides=2,
+                                                padding="same"), True),
+    "1x1_strides_2_3_valid_relu_no_bias": ((1, 9, 10, 4), dict(
+        filters=3, kernel_size=1, strides=(2, 3), activation="relu", use_bias=False), True),
+    "1x1_dilated": ((1, 6, 6, 4), dict(filters=3, kernel_size=1, dilation_rate=2), True),
+    "3x3": ((1, 6, 6, 4), dict(filters=3, kernel_size=3, padding="same"), False),
+    "1x3": ((1, 6, 6, 4), dict(filters=3, kernel_size=(1, 3)), False),
+    "1x1_grouped": ((1, 6, 6, 4), dict(filters=4, kernel_size=1, groups=2), False),
+}
+
+
+def _twins(shape, kwargs):
+    """Ours and Keras' layer with the same (non-trivial) weights."""
+    ours, reference = Conv2D(**kwargs), keras.layers.Conv2D(**kwargs)
+    x = random_features(shape)
+    ours(x), reference(x)
+    rng = np.random.default_rng(1)
+    weights = [w + rng.standard_normal(w.shape).astype("float32") for w in ours.get_weights()]
+    ours.set_weights(weights)
+    reference.set_weights(weights)
+    return ours, reference, x
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_matches_keras_conv2d(case):
+    shape, kwargs, runs_as_matmul = CASES[case]
+    ours, reference, x = _twins(shape, kwargs)
+    assert ours.runs_as_matmul is runs_as_matmul
+    expected = to_numpy(reference(x))
+    np.testing.assert_allclose(to_numpy(ours(x)), expected, rtol=1e-5, atol=1e-5)
+    assert ours.compute_output_shape(shape) == tuple(expected.shape)
+
+
+@pytest.mark.parametrize("case", ["1x1", "1x1_stride2_same_odd"])
+def test_gradients_match_keras_conv2d(case):
+    shape, kwargs, _ = CASES[case]
+    ours, reference, x = _twins(shape, kwargs)
+    cotangent = random_features(reference.compute_output_shape(shape), seed=2)
+    np.testing.assert_allclose(
+        _gradients(ours, x, cotangent), _gradients(reference, x, cotangent),
+        rtol=1e-4, atol=1e-4,
+    )
+
+
+def _gradients(layer, x, cotangent):
+    """d sum(layer(x) * cotangent) / d(x, kernel, bias), flattened and concatenated."""
+    if backend() == "jax":
+        import jax
+
+        def loss(variables, x):
+            outputs, _ = layer.stateless_call(variables, [], x)
+            return keras.ops.sum(outputs * cotangent)
+
+        grads = jax.grad(loss, argnums=(0, 1))([v.value for v in layer.trainable_variables], x)
+        flat = list(grads[0]) + [grads[1]]
+    elif backend() == "tensorflow":
+        import tensorflow as tf
+
+        x = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(layer(x) * cotangent)
+        grad_x, grad_vars = tape.gradient(loss, [x, layer.trainable_variables])
+        flat = list(grad_vars) + [grad_x]
+    else:
+        import torch
+
+        x = torch.tensor(x, requires_grad=True)
+        loss = (layer(x) * torch.tensor(cotangent)).sum()
+        params = [v.value for v in layer.trainable_variables]
+        grads = torch.autograd.grad(loss, params + [x])
+        flat = list(grads)
+    return np.concatenate([to_numpy(g).ravel() for g in flat])
+
+
+def test_mixed_bfloat16_computes_in_bfloat16_like_keras():
+    shape, kwargs, _ = CASES["1x1_stride2_same_odd"]
+    kwargs = dict(kwargs, dtype="mixed_bfloat16")
+    ours, reference, x = _twins(shape, kwargs)
+    y = ours(x)
+    assert keras.backend.standardize_dtype(y.dtype) == "bfloat16"
+    np.testing.assert_allclose(
+        to_numpy(keras.ops.cast(y, "float32")),
+        to_numpy(keras.ops.cast(reference(x), "float32")), rtol=0.05, atol=0.1,
+    )
+
+
+def test_config_is_keras_conv2d_s_and_round_trips():
+    layer = Conv2D(8, 1, strides=2, use_bias=False, name="pointwise")
+    config = layer.get_config()
+    assert config == keras.layers.Conv2D(8, 1, strides=2, use_bias=False,
+                                         name="pointwise").get_config()
+    assert Conv2D.from_config(config).get_config() == config
+
+
+def test_weights_files_are_interchangeable_with_keras_conv2d(tmp_path):
+    # Keras 3 keys a functional model's layers by class name in .weights.h5:
+    # ours must keep Conv2D's key so that existing files load into it and back.
+    def network(conv_class):
+        inputs = keras.Input((6, 6, 3))
+        x = conv_class(4, 3, padding="same")(inputs)
+        outputs = conv_class(5, 1, strides=2)(x)
+        return keras.Model(inputs, outputs)
+
+    reference, ours = network(keras.layers.Conv2D), network(Conv2D)
+    path = os.path.join(tmp_path, "reference.weights.h5")
+    reference.save_weights(path)
+    ours.load_weights(path)
+    x = random_features((1, 6, 6, 3))
+    np.testing.assert_allclose(to_numpy(ours(x)), to_numpy(reference(x)), rtol=1e-5,
+                               atol=1e-5)
+    back = os.path.join(tmp_path, "ours.weights.h5")
+    ours.save_weights(back)
+    reference.load_weights(back)
+    np.testing.assert_allclose(to_numpy(reference(x)), to_numpy(ours(x)), rtol=1e-5,
+                               atol=1e-5)
+
+
+def test_saved_model_reloads_with_safe_mode(tmp_path):
+    inputs = keras.Input((5, 5, 3))
+    model = keras.Model(inputs, Conv2D(4, 1, strides=2, activation="relu")(inputs))
+    path = os.path.join(tmp_path, "pointwise.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    assert isinstance(loaded.layers[-1], Conv2D)
+    x = random_features((1, 5, 5, 3))
+    np.testing.assert_allclose(to_numpy(loaded(x)), to_numpy(model(x)), rtol=1e-6)
