@@ -18,10 +18,18 @@ Only ratios measured in this one process mean anything on a shared machine.
               input it gets inside the model, summed per layer class, with each
               convolution's GFLOP/s against a float32 matmul peak timed in the
               same process; beside the whole model's time.
+    backward  where a training step's time goes: every leaf layer call of the
+              training pass compiled alone, forward and forward + gradients,
+              summed per layer class with each class's backward/forward ratio.
+    pointwise SANet with its 1x1 convolutions run as matmuls (keras_sanet's
+              Conv2D) against the same model on Keras' convolution, inference
+              and training step timed in turn.
 
     python benchmarks/profile_inference.py --probes unbuilt --size 64 --output-stride 32
     python benchmarks/profile_inference.py --probes layers --backbone resnet50 \
         --size 512 --output-stride 8 [--jit-compile]
+    python benchmarks/profile_inference.py --probes backward,pointwise --backbone resnet50 \
+        --size 512 --output-stride 8
 """
 
 import argparse
@@ -243,6 +251,29 @@ def _is_tensor(value):
     return hasattr(value, "shape") and hasattr(value, "dtype")
 
 
+def _recorded_calls(model, shape, training=False):
+    """`(layer, input spec, args, kwargs, FLOPs)` of every leaf layer call in a
+    symbolic forward pass of `model` (the training pass with `training=True`)."""
+    import keras
+
+    from flops import call_flops
+    from flops import recording_calls
+    from flops import trace
+
+    calls = []
+
+    def on_call(layer, inputs, call_args, call_kwargs, outputs):
+        spec = keras.tree.map_structure(
+            lambda v: _TensorSpec(v) if _is_tensor(v) else v, inputs
+        )
+        calls.append((layer, spec, call_args, call_kwargs, call_flops(layer, inputs, outputs)))
+
+    trace(model, shape, training=training)  # builds what builds lazily
+    with recording_calls(_leaf_layers(model), on_call):
+        trace(model, shape, records=calls, training=training)
+    return calls
+
+
 def probe_layers(args):
     """Per-layer time of one inference, summed per layer class (any backend).
 
@@ -258,9 +289,6 @@ def probe_layers(args):
     import keras
 
     import keras_sanet
-    from flops import call_flops
-    from flops import recording_calls
-    from flops import trace
     from speed import matmul_gflops
 
     compile_fn, wait = _compiler(args.jit_compile)
@@ -270,17 +298,7 @@ def probe_layers(args):
         backbone=args.backbone, num_classes=21, output_stride=args.output_stride
     )
     model.build((None, args.size, args.size, 3))
-    calls = []
-
-    def on_call(layer, inputs, call_args, call_kwargs, outputs):
-        spec = keras.tree.map_structure(
-            lambda v: _TensorSpec(v) if _is_tensor(v) else v, inputs
-        )
-        calls.append((layer, spec, call_args, call_kwargs, call_flops(layer, inputs, outputs)))
-
-    trace(model, shape)  # builds what builds lazily
-    with recording_calls(_leaf_layers(model), on_call):
-        trace(model, shape, records=calls)
+    calls = _recorded_calls(model, shape)
     images = keras.ops.convert_to_tensor(rng.uniform(0, 255, shape).astype("float32"))
     whole = compile_fn(lambda x: model(x, training=False))
     wait(whole(images))
@@ -336,9 +354,221 @@ def probe_layers(args):
     }
 
 
+def _backward_compiler(jit_compile):
+    """`(make, wait)`: `make(call)` compiles `f(inputs, cotangents)` giving the
+    gradients of `sum(call(inputs) * cotangents)` with respect to the inputs and
+    to `call`'s layer's trainable weights: one call's share of a training step's
+    backward pass (its forward included)."""
+    import keras
+
+    backend = keras.backend.backend()
+
+    def dot(outputs, cotangents):
+        return sum(
+            keras.ops.sum(o * c)
+            for o, c in zip(keras.tree.flatten(outputs), keras.tree.flatten(cotangents))
+        )
+
+    if backend == "jax":
+        import jax
+
+        def make(layer, call):
+            non_trainable = [v.value for v in layer.non_trainable_variables]
+
+            def loss(trainable, inputs, cotangents):
+                # Keras' stateless_call, for `call` (the recorded arguments bound).
+                mapping = list(zip(layer.trainable_variables, trainable))
+                mapping += list(zip(layer.non_trainable_variables, non_trainable))
+                with keras.StatelessScope(state_mapping=mapping):
+                    return dot(call(inputs), cotangents)
+
+            grad = jax.jit(jax.grad(loss, argnums=(0, 1)))
+            trainable = [v.value for v in layer.trainable_variables]
+            return lambda inputs, cotangents: grad(trainable, inputs, cotangents)
+
+        return make, _compiler(True)[1]
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        def make(layer, call):
+            @tf.function(jit_compile=jit_compile)
+            def grad(inputs, cotangents):
+                with tf.GradientTape() as tape:
+                    tape.watch(inputs)
+                    loss = dot(call(inputs), cotangents)
+                return tape.gradient(loss, [inputs, layer.trainable_variables])
+
+            return grad
+
+        return make, _compiler(jit_compile)[1]
+    import torch
+
+    def make(layer, call):
+        params = [v.value for v in layer.trainable_variables]
+
+        def grad(inputs, cotangents):
+            leaves = keras.tree.map_structure(
+                lambda t: t.detach().requires_grad_(True), inputs
+            )
+            loss = dot(call(leaves), cotangents)
+            return torch.autograd.grad(loss, keras.tree.flatten(leaves) + params)
+
+        return grad
+
+    return make, lambda y: y
+
+
+def probe_backward(args):
+    """Per-layer time of a training step's forward + backward pass, against the
+    same calls' forward pass alone, summed per layer class (any backend).
+
+    Every leaf layer call of SANet's training forward pass (auxiliary head, batch
+    statistics) is compiled alone twice: its forward pass, and its forward pass
+    with the gradients of `sum(outputs * random cotangents)` with respect to its
+    inputs and trainable weights (jax.grad under jax.jit; tf.GradientTape in a
+    tf.function, XLA with `--jit-compile`; torch.autograd eagerly). A layer class
+    whose backward/forward ratio stands far above ~3 is where a backend's
+    gradient kernels, not the model's arithmetic, make its training step slow.
+    """
+    import keras
+
+    import keras_sanet
+
+    compile_fn, wait = _compiler(args.jit_compile)
+    make_backward, wait_backward = _backward_compiler(args.jit_compile)
+    rng = np.random.default_rng(0)
+    shape = (1, args.size, args.size, 3)
+    model = keras_sanet.SANet(
+        backbone=args.backbone, num_classes=21, output_stride=args.output_stride
+    )
+    model.build((None, args.size, args.size, 3))
+    calls = _recorded_calls(model, shape, training=True)
+    rows = []
+    for layer, spec, call_args, call_kwargs, flops in calls:
+        inputs = keras.tree.map_structure(
+            lambda v: v.random(rng) if isinstance(v, _TensorSpec) else v, spec
+        )
+
+        def call(x, call=layer.call, a=call_args, k=call_kwargs):
+            return call(x, *a, **k)
+
+        def stateless_call(x, call=call):
+            # Batch norm's training call assigns its moving statistics: keep them
+            # inside the compiled function (a jax.jit would leak its tracers).
+            with keras.StatelessScope():
+                return call(x)
+
+        forward = compile_fn(stateless_call)
+        outputs = wait(forward(inputs))
+        cotangents = keras.tree.map_structure(
+            lambda o: _TensorSpec(o).random(rng), outputs
+        )
+        backward = make_backward(layer, call)
+        wait_backward(backward(inputs, cotangents))
+        forward_s = best_and_median(lambda: wait(forward(inputs)), args.repeats)[0]
+        backward_s = best_and_median(
+            lambda: wait_backward(backward(inputs, cotangents)), args.repeats
+        )[0]
+        first = keras.tree.flatten(spec)[0]
+        rows.append((layer, getattr(first, "shape", first), forward_s, backward_s, flops))
+    forward_total = sum(row[2] for row in rows)
+    backward_total = sum(row[3] for row in rows)
+    backend = keras.backend.backend()
+    log(f"{backend}{' jit_compile' if args.jit_compile else ''}: SANet {args.backbone} "
+        f"OS{args.output_stride} {args.size}x{args.size}, batch 1, training pass: "
+        f"{len(rows)} leaf layer calls; forward alone {forward_total * 1e3:.0f} ms, "
+        f"forward + backward {backward_total * 1e3:.0f} ms "
+        f"({backward_total / forward_total:.2f}x)")
+    by_class = {}
+    for layer, _, forward_s, backward_s, flops in rows:
+        entry = by_class.setdefault(type(layer).__name__, [0, 0.0, 0.0, 0])
+        entry[0] += 1
+        entry[1] += forward_s
+        entry[2] += backward_s
+        entry[3] += flops
+    log("  | layer class | calls | forward ms | forward + backward ms "
+        "| share of summed forward + backward | (forward + backward) / forward |")
+    log("  | --- | ---: | ---: | ---: | ---: | ---: |")
+    for name, (count, forward_s, backward_s, _) in sorted(
+        by_class.items(), key=lambda kv: -kv[1][2]
+    ):
+        log(f"  | {name} | {count} | {forward_s * 1e3:.1f} | {backward_s * 1e3:.1f} | "
+            f"{100 * backward_s / backward_total:.1f} % | {backward_s / forward_s:.2f}x |")
+    log(f"  the {args.top} slowest forward + backward calls:")
+    for layer, first, forward_s, backward_s, _ in sorted(rows, key=lambda r: -r[3])[: args.top]:
+        log(f"    {layer.path} ({type(layer).__name__}) on {first}: forward "
+            f"{forward_s * 1e3:.1f} ms, forward + backward {backward_s * 1e3:.1f} ms "
+            f"({backward_s / forward_s:.1f}x)")
+    fields = ("calls", "forward_s", "backward_s", "flops")
+    return {
+        "forward_s": forward_total, "backward_s": backward_total,
+        "flops": sum(row[4] for row in rows),
+        "by_class": {name: dict(zip(fields, entry)) for name, entry in by_class.items()},
+    }
+
+
+def probe_pointwise(args):
+    """SANet with its 1x1 convolutions as matmuls (keras_sanet's Conv2D) against
+    the same model running Keras' convolution for them (any backend).
+
+    Two SANets with the same seed and weights; `pointwise_as_matmul` turned off
+    on every keras_sanet Conv2D of the second. Each round times
+    `predict_on_batch` and `train_on_batch` of one model, then of the other, so
+    that both see the same moment of this host (wall seconds); prints the
+    medians, the per-round speed-ups and how far the two models' logits differ.
+    """
+    import keras
+
+    import keras_sanet
+    from keras_sanet.layers import Conv2D
+
+    rng = np.random.default_rng(0)
+    shape = (args.batch, args.size, args.size, 3)
+    images = rng.uniform(0, 255, shape).astype("float32")
+    labels = rng.integers(0, 21, shape[:3]).astype("int32")
+    models = {}
+    for name in ("convolution", "matmul"):
+        keras.utils.set_random_seed(0)
+        model = keras_sanet.SANet(
+            backbone=args.backbone, num_classes=21, output_stride=args.output_stride
+        )
+        model.build(shape)  # creates the heads' layers
+        pointwise = [layer for layer in model._flatten_layers() if isinstance(layer, Conv2D)]
+        for layer in pointwise:
+            layer.pointwise_as_matmul = name == "matmul"
+        model.compile(optimizer=keras.optimizers.SGD(1e-4, momentum=0.9))
+        logits = np.asarray(keras.ops.convert_to_numpy(model.predict_on_batch(images)))
+        model.train_on_batch(images, labels)  # compiles
+        models[name] = (model, logits)
+    matmuls = sum(layer.runs_as_matmul for layer in pointwise)
+    reference, logits = models["convolution"][1], models["matmul"][1]
+    seconds = {name: {"inference": [], "training step": []} for name in models}
+    for _ in range(args.repeats):
+        for name, (model, _) in models.items():
+            for part, run in (("inference", lambda: model.predict_on_batch(images)),
+                              ("training step", lambda: model.train_on_batch(images, labels))):
+                start = time.perf_counter()
+                run()
+                seconds[name][part].append(time.perf_counter() - start)
+    backend = keras.backend.backend()
+    log(f"{backend}: SANet {args.backbone} OS{args.output_stride} {args.size}x{args.size} "
+        f"batch {args.batch}, {matmuls} of {len(pointwise)} convolutions run as matmuls; "
+        f"logits max |difference| {np.abs(logits - reference).max():.2e} "
+        f"(largest |logit| {np.abs(reference).max():.1f})")
+    result = {}
+    for part in ("inference", "training step"):
+        before = np.asarray(seconds["convolution"][part])
+        after = np.asarray(seconds["matmul"][part])
+        result[part] = float(np.median(before) / np.median(after))
+        log(f"  {part}: convolution {np.median(before):.2f} s, matmul {np.median(after):.2f} s "
+            f"(medians of {args.repeats}); speed-up {result[part]:.2f}x, per round "
+            + ", ".join(f"{r:.2f}x" for r in before / after))
+    return result
+
+
 PROBES = {
     "unbuilt": probe_unbuilt, "resize": probe_resize, "train_split": probe_train_split,
-    "layers": probe_layers,
+    "layers": probe_layers, "backward": probe_backward, "pointwise": probe_pointwise,
 }
 
 
@@ -349,7 +579,7 @@ def main(argv=None):
     parser.add_argument("--backbone", default="resnet18")
     parser.add_argument("--output-stride", type=int, default=32)
     parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=1, help="train_split's batch")
+    parser.add_argument("--batch", type=int, default=1, help="train_split's and pointwise's batch")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--jit-compile", action="store_true",

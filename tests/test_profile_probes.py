@@ -51,3 +51,48 @@ def test_layers_probe_times_every_leaf_layer_and_counts_the_model_s_flops(capsys
     assert summary["whole_s"] > 0 and summary["matmul_gflops"] > 0
     assert f"{keras.backend.backend()}: SANet resnet18 OS32 32x32" in out
     assert "| Conv2D |" in out and "the 3 slowest calls:" in out
+
+
+def test_backward_probe_times_every_leaf_call_of_the_training_pass(capsys):
+    import keras
+
+    import keras_sanet
+    from flops import count_flops
+
+    summary = profile_inference.main(
+        ["--probes", "backward", "--size", "32", "--output-stride", "32", "--repeats", "1",
+         "--top", "2"]
+    )["backward"]
+    out = capsys.readouterr().out
+    by_class = summary["by_class"]
+    for name in ("Conv2D", "BatchNormalization", "Activation", "Add", "Dropout"):
+        entry = by_class[name]
+        assert entry["calls"] > 0 and entry["forward_s"] > 0 and entry["backward_s"] > 0
+    # The training pass: the auxiliary head's convolutions are timed too.
+    model = keras_sanet.SANet(backbone="resnet18", num_classes=21, output_stride=32)
+    model.build((None, 32, 32, 3))
+    assert summary["flops"] == count_flops(model, (1, 32, 32, 3), training=True)
+    assert summary["flops"] > count_flops(model, (1, 32, 32, 3))
+    assert f"{keras.backend.backend()}: SANet resnet18 OS32 32x32, batch 1, training pass" in out
+    assert "| Conv2D |" in out and "the 2 slowest forward + backward calls:" in out
+
+
+def test_pointwise_probe_times_both_paths_and_their_outputs_agree(capsys):
+    import keras
+
+    summary = profile_inference.main(
+        ["--probes", "pointwise", "--size", "32", "--output-stride", "32", "--repeats", "1"]
+    )["pointwise"]
+    out = capsys.readouterr().out
+    assert set(summary) == {"inference", "training step"}
+    assert all(ratio > 0 for ratio in summary.values())
+    header = next(line for line in out.splitlines() if "run as matmuls" in line)
+    assert f"{keras.backend.backend()}: SANet resnet18 OS32 32x32 batch 1" in header
+    # ResNet-18's shortcut projections and every classifier are 1x1: some, not all.
+    matmuls, total = (int(n) for n in header.split(", ")[1].split(" convolutions")[0]
+                      .split(" of "))
+    assert 0 < matmuls < total
+    difference = float(header.split("max |difference| ")[1].split(" ")[0])
+    largest = float(header.split("largest |logit| ")[1].rstrip(")"))
+    assert difference <= 1e-5 * largest + 1e-5  # float32 rounding, not another model
+    assert "  inference: convolution" in out and "  training step: convolution" in out
