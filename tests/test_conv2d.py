@@ -142,3 +142,27 @@ def test_saved_model_reloads_with_safe_mode(tmp_path):
     assert isinstance(loaded.layers[-1], Conv2D)
     x = random_features((1, 5, 5, 3))
     np.testing.assert_allclose(to_numpy(loaded(x)), to_numpy(model(x)), rtol=1e-6)
+
+
+@pytest.mark.skipif(backend() != "jax", reason="jax.export's symbolic shapes are JAX's")
+def test_strided_1x1_beside_a_strided_3x3_exports_with_symbolic_sizes():
+    # A basic block's shortcut (1x1, stride 2) is added to its padded 3x3 stride-2
+    # conv: under jax.export both sizes must be the same symbolic expression.
+    import jax
+
+    inputs = keras.Input((None, None, 4))
+    shortcut = Conv2D(6, 1, strides=2)(inputs)
+    main = keras.layers.ZeroPadding2D(1)(inputs)
+    main = Conv2D(6, 3, strides=2, padding="valid")(main)
+    model = keras.Model(inputs, keras.layers.Add()([shortcut, main]))
+    variables = [v.value for v in model.variables]
+
+    def forward(x):
+        outputs, _ = model.stateless_call(variables, [], x)
+        return outputs
+
+    shape = jax.export.symbolic_shape("b, h, w, 4")
+    exported = jax.export.export(jax.jit(forward))(jax.ShapeDtypeStruct(shape, "float32"))
+    x = random_features((2, 9, 6, 4))
+    np.testing.assert_allclose(np.asarray(exported.call(x)), to_numpy(model(x)), rtol=1e-5,
+                               atol=1e-5)

@@ -24,7 +24,8 @@ class Conv2D(keras.layers.Conv2D):
     A 1x1, single-group, channels-last convolution takes every `strides`-th
     pixel (what a 1x1 kernel with "valid" or "same" padding sees) and
     multiplies it by the `(1, 1, in, out)` kernel seen as an `(in, out)`
-    matrix. Every other convolution is Keras' own.
+    matrix; a strided one does so where its input's height and width are known
+    numbers when it is traced. Every other convolution is Keras' own.
 
     Args:
         *args, **kwargs: those of `keras.layers.Conv2D`.
@@ -56,6 +57,12 @@ class Conv2D(keras.layers.Conv2D):
             return super().convolution_op(inputs, kernel)
         row_stride, column_stride = self.strides
         if (row_stride, column_stride) != (1, 1):
+            if not all(isinstance(size, int) for size in inputs.shape[1:3]):
+                # Unknown or symbolic sizes (a TensorFlow graph with None, a JAX
+                # export's shape polymorphism): the slice's ceil(n / s) would not
+                # be provably the convolution's floor((n - 1) / s) + 1, which a
+                # residual Add beside it needs.
+                return super().convolution_op(inputs, kernel)
             # Output pixel i sees input pixel i * stride under either padding:
             # a 1x1 kernel's "same" padding adds nothing before the first pixel.
             inputs = inputs[:, ::row_stride, ::column_stride, :]
