@@ -251,6 +251,27 @@ def _is_tensor(value):
     return hasattr(value, "shape") and hasattr(value, "dtype")
 
 
+def _probe_sanet(args, shape):
+    """The probes' SANet: `--backbone`, `--output-stride`, 21 classes, built for
+    `shape` (which creates the heads' layers)."""
+    import keras_sanet
+
+    model = keras_sanet.SANet(
+        backbone=args.backbone, num_classes=21, output_stride=args.output_stride
+    )
+    model.build(shape)
+    return model
+
+
+def _random_inputs(spec, rng):
+    """Random tensors in place of the `_TensorSpec`s of a recorded call's inputs."""
+    import keras
+
+    return keras.tree.map_structure(
+        lambda v: v.random(rng) if isinstance(v, _TensorSpec) else v, spec
+    )
+
+
 def _recorded_calls(model, shape, training=False):
     """`(layer, input spec, args, kwargs, FLOPs)` of every leaf layer call in a
     symbolic forward pass of `model` (the training pass with `training=True`)."""
@@ -288,16 +309,12 @@ def probe_layers(args):
     """
     import keras
 
-    import keras_sanet
     from speed import matmul_gflops
 
     compile_fn, wait = _compiler(args.jit_compile)
     rng = np.random.default_rng(0)
     shape = (1, args.size, args.size, 3)
-    model = keras_sanet.SANet(
-        backbone=args.backbone, num_classes=21, output_stride=args.output_stride
-    )
-    model.build((None, args.size, args.size, 3))
+    model = _probe_sanet(args, shape)
     calls = _recorded_calls(model, shape)
     images = keras.ops.convert_to_tensor(rng.uniform(0, 255, shape).astype("float32"))
     whole = compile_fn(lambda x: model(x, training=False))
@@ -306,9 +323,7 @@ def probe_layers(args):
     peak_before = max(matmul_gflops(2048).values())
     rows = []
     for layer, spec, call_args, call_kwargs, flops in calls:
-        inputs = keras.tree.map_structure(
-            lambda v: v.random(rng) if isinstance(v, _TensorSpec) else v, spec
-        )
+        inputs = _random_inputs(spec, rng)
         # The layer's own `call`, with the arguments Keras passed it inside the model.
         fn = compile_fn(
             lambda x, call=layer.call, a=call_args, k=call_kwargs: call(x, *a, **k)
@@ -432,22 +447,15 @@ def probe_backward(args):
     """
     import keras
 
-    import keras_sanet
-
     compile_fn, wait = _compiler(args.jit_compile)
     make_backward, wait_backward = _backward_compiler(args.jit_compile)
     rng = np.random.default_rng(0)
     shape = (1, args.size, args.size, 3)
-    model = keras_sanet.SANet(
-        backbone=args.backbone, num_classes=21, output_stride=args.output_stride
-    )
-    model.build((None, args.size, args.size, 3))
+    model = _probe_sanet(args, shape)
     calls = _recorded_calls(model, shape, training=True)
     rows = []
     for layer, spec, call_args, call_kwargs, flops in calls:
-        inputs = keras.tree.map_structure(
-            lambda v: v.random(rng) if isinstance(v, _TensorSpec) else v, spec
-        )
+        inputs = _random_inputs(spec, rng)
 
         def call(x, call=layer.call, a=call_args, k=call_kwargs):
             return call(x, *a, **k)
@@ -519,7 +527,6 @@ def probe_pointwise(args):
     """
     import keras
 
-    import keras_sanet
     from keras_sanet.layers import Conv2D
 
     rng = np.random.default_rng(0)
@@ -529,10 +536,7 @@ def probe_pointwise(args):
     models = {}
     for name in ("convolution", "matmul"):
         keras.utils.set_random_seed(0)
-        model = keras_sanet.SANet(
-            backbone=args.backbone, num_classes=21, output_stride=args.output_stride
-        )
-        model.build(shape)  # creates the heads' layers
+        model = _probe_sanet(args, shape)
         pointwise = [layer for layer in model._flatten_layers() if isinstance(layer, Conv2D)]
         for layer in pointwise:
             layer.pointwise_as_matmul = name == "matmul"

@@ -1,4 +1,5 @@
-"""benchmarks/profile_inference.py: the train_split and layers probes run at a toy size."""
+"""benchmarks/profile_inference.py: the train_split, layers, backward and pointwise probes
+run at a toy size."""
 
 import os
 import sys
@@ -11,11 +12,26 @@ sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks"))
 import profile_inference  # noqa: E402
 
 
+def run_toy_probe(capsys, probe, *extra):
+    """Runs one probe on the toy SANet (ResNet-18, OS32, 32x32): `(summary, printed)`."""
+    summary = profile_inference.main(
+        ["--probes", probe, "--size", "32", "--output-stride", "32", "--repeats", "1", *extra]
+    )[probe]
+    return summary, capsys.readouterr().out
+
+
+def toy_sanet_flops(training=False):
+    """FLOPs of the probes' toy SANet, as benchmarks/flops.py counts them."""
+    import keras_sanet
+    from flops import count_flops
+
+    model = keras_sanet.SANet(backbone="resnet18", num_classes=21, output_stride=32)
+    model.build((None, 32, 32, 3))
+    return count_flops(model, (1, 32, 32, 3), training=training)
+
+
 def test_train_split_probe_reports_every_part_or_says_why_not(capsys):
-    profile_inference.main(
-        ["--probes", "train_split", "--size", "32", "--output-stride", "32", "--repeats", "1"]
-    )
-    out = capsys.readouterr().out
+    _, out = run_toy_probe(capsys, "train_split")
     if backend() != "tensorflow":
         assert "TensorFlow only" in out and "skipped" in out
         return
@@ -32,21 +48,12 @@ def test_train_split_probe_reports_every_part_or_says_why_not(capsys):
 def test_layers_probe_times_every_leaf_layer_and_counts_the_model_s_flops(capsys):
     import keras
 
-    import keras_sanet
-    from flops import count_flops
-
-    summary = profile_inference.main(
-        ["--probes", "layers", "--size", "32", "--output-stride", "32", "--repeats", "1",
-         "--top", "3"]
-    )["layers"]
-    out = capsys.readouterr().out
+    summary, out = run_toy_probe(capsys, "layers", "--top", "3")
     by_class = summary["by_class"]
     for name in ("Conv2D", "BatchNormalization", "Activation", "Add"):
         assert by_class[name]["calls"] > 0 and by_class[name]["seconds"] > 0, by_class
     # The convolutions and dense layers timed alone are all the model's counted FLOPs.
-    model = keras_sanet.SANet(backbone="resnet18", num_classes=21, output_stride=32)
-    model.build((None, 32, 32, 3))
-    assert summary["flops"] == count_flops(model, (1, 32, 32, 3))
+    assert summary["flops"] == toy_sanet_flops()
     assert summary["flops"] == sum(entry["flops"] for entry in by_class.values())
     assert summary["whole_s"] > 0 and summary["matmul_gflops"] > 0
     assert f"{keras.backend.backend()}: SANet resnet18 OS32 32x32" in out
@@ -56,23 +63,13 @@ def test_layers_probe_times_every_leaf_layer_and_counts_the_model_s_flops(capsys
 def test_backward_probe_times_every_leaf_call_of_the_training_pass(capsys):
     import keras
 
-    import keras_sanet
-    from flops import count_flops
-
-    summary = profile_inference.main(
-        ["--probes", "backward", "--size", "32", "--output-stride", "32", "--repeats", "1",
-         "--top", "2"]
-    )["backward"]
-    out = capsys.readouterr().out
+    summary, out = run_toy_probe(capsys, "backward", "--top", "2")
     by_class = summary["by_class"]
     for name in ("Conv2D", "BatchNormalization", "Activation", "Add", "Dropout"):
         entry = by_class[name]
         assert entry["calls"] > 0 and entry["forward_s"] > 0 and entry["backward_s"] > 0
     # The training pass: the auxiliary head's convolutions are timed too.
-    model = keras_sanet.SANet(backbone="resnet18", num_classes=21, output_stride=32)
-    model.build((None, 32, 32, 3))
-    assert summary["flops"] == count_flops(model, (1, 32, 32, 3), training=True)
-    assert summary["flops"] > count_flops(model, (1, 32, 32, 3))
+    assert summary["flops"] == toy_sanet_flops(training=True) > toy_sanet_flops()
     assert f"{keras.backend.backend()}: SANet resnet18 OS32 32x32, batch 1, training pass" in out
     assert "| Conv2D |" in out and "the 2 slowest forward + backward calls:" in out
 
@@ -80,10 +77,7 @@ def test_backward_probe_times_every_leaf_call_of_the_training_pass(capsys):
 def test_pointwise_probe_times_both_paths_and_their_outputs_agree(capsys):
     import keras
 
-    summary = profile_inference.main(
-        ["--probes", "pointwise", "--size", "32", "--output-stride", "32", "--repeats", "1"]
-    )["pointwise"]
-    out = capsys.readouterr().out
+    summary, out = run_toy_probe(capsys, "pointwise")
     assert set(summary) == {"inference", "training step"}
     assert all(ratio > 0 for ratio in summary.values())
     header = next(line for line in out.splitlines() if "run as matmuls" in line)
