@@ -295,6 +295,18 @@ def _recorded_calls(model, shape, training=False):
     return calls
 
 
+def _sum_per_class(rows, fields):
+    """`{layer class: {"calls": n, field: sum, ...}}` of `(layer, input shape, *values)`
+    rows whose values are named by `fields`."""
+    by_class = {}
+    for layer, _, *values in rows:
+        entry = by_class.setdefault(type(layer).__name__, dict.fromkeys(("calls", *fields), 0))
+        entry["calls"] += 1
+        for field, value in zip(fields, values):
+            entry[field] += value
+    return by_class
+
+
 def probe_layers(args):
     """Per-layer time of one inference, summed per layer class (any backend).
 
@@ -343,15 +355,11 @@ def probe_layers(args):
         f"{100 * total_flops / whole_s / 1e9 / peak:.1f} % of a {peak:.0f} GFLOP/s "
         f"float32 matmul); {len(rows)} leaf layer calls timed alone sum to "
         f"{layers_s * 1e3:.0f} ms ({layers_s / whole_s:.2f}x the whole model)")
-    by_class = {}
-    for layer, _, seconds, flops in rows:
-        entry = by_class.setdefault(type(layer).__name__, [0, 0.0, 0])
-        entry[0] += 1
-        entry[1] += seconds
-        entry[2] += flops
+    by_class = _sum_per_class(rows, ("seconds", "flops"))
     log("  | layer class | calls | ms | share of summed layers | GFLOP/s | % of matmul peak |")
     log("  | --- | ---: | ---: | ---: | ---: | ---: |")
-    for name, (count, seconds, flops) in sorted(by_class.items(), key=lambda kv: -kv[1][1]):
+    for name, entry in sorted(by_class.items(), key=lambda kv: -kv[1]["seconds"]):
+        count, seconds, flops = entry["calls"], entry["seconds"], entry["flops"]
         gflops = flops / seconds / 1e9
         rate = f"{gflops:.0f} | {100 * gflops / peak:.1f}" if flops else "- | -"
         log(f"  | {name} | {count} | {seconds * 1e3:.1f} | "
@@ -362,18 +370,16 @@ def probe_layers(args):
         rate = f", {gflops:.0f} GFLOP/s ({100 * gflops / peak:.1f} %)" if flops else ""
         log(f"    {layer.path} ({type(layer).__name__}) on {first}: "
             f"{seconds * 1e3:.1f} ms{rate}")
-    fields = ("calls", "seconds", "flops")
     return {
-        "whole_s": whole_s, "flops": total_flops, "matmul_gflops": peak,
-        "by_class": {name: dict(zip(fields, entry)) for name, entry in by_class.items()},
+        "whole_s": whole_s, "flops": total_flops, "matmul_gflops": peak, "by_class": by_class,
     }
 
 
 def _backward_compiler(jit_compile):
-    """`(make, wait)`: `make(call)` compiles `f(inputs, cotangents)` giving the
+    """`make(layer, call)` compiles `f(inputs, cotangents)` giving the
     gradients of `sum(call(inputs) * cotangents)` with respect to the inputs and
     to `call`'s layer's trainable weights: one call's share of a training step's
-    backward pass (its forward included)."""
+    backward pass (its forward included). Wait for its result with `_compiler`'s."""
     import keras
 
     backend = keras.backend.backend()
@@ -401,7 +407,7 @@ def _backward_compiler(jit_compile):
             trainable = [v.value for v in layer.trainable_variables]
             return lambda inputs, cotangents: grad(trainable, inputs, cotangents)
 
-        return make, _compiler(True)[1]
+        return make
     if backend == "tensorflow":
         import tensorflow as tf
 
@@ -415,7 +421,7 @@ def _backward_compiler(jit_compile):
 
             return grad
 
-        return make, _compiler(jit_compile)[1]
+        return make
     import torch
 
     def make(layer, call):
@@ -430,7 +436,7 @@ def _backward_compiler(jit_compile):
 
         return grad
 
-    return make, lambda y: y
+    return make
 
 
 def probe_backward(args):
@@ -448,7 +454,7 @@ def probe_backward(args):
     import keras
 
     compile_fn, wait = _compiler(args.jit_compile)
-    make_backward, wait_backward = _backward_compiler(args.jit_compile)
+    make_backward = _backward_compiler(args.jit_compile)
     rng = np.random.default_rng(0)
     shape = (1, args.size, args.size, 3)
     model = _probe_sanet(args, shape)
@@ -472,10 +478,10 @@ def probe_backward(args):
             lambda o: _TensorSpec(o).random(rng), outputs
         )
         backward = make_backward(layer, call)
-        wait_backward(backward(inputs, cotangents))
+        wait(backward(inputs, cotangents))
         forward_s = best_and_median(lambda: wait(forward(inputs)), args.repeats)[0]
         backward_s = best_and_median(
-            lambda: wait_backward(backward(inputs, cotangents)), args.repeats
+            lambda: wait(backward(inputs, cotangents)), args.repeats
         )[0]
         first = keras.tree.flatten(spec)[0]
         rows.append((layer, getattr(first, "shape", first), forward_s, backward_s, flops))
@@ -487,19 +493,12 @@ def probe_backward(args):
         f"{len(rows)} leaf layer calls; forward alone {forward_total * 1e3:.0f} ms, "
         f"forward + backward {backward_total * 1e3:.0f} ms "
         f"({backward_total / forward_total:.2f}x)")
-    by_class = {}
-    for layer, _, forward_s, backward_s, flops in rows:
-        entry = by_class.setdefault(type(layer).__name__, [0, 0.0, 0.0, 0])
-        entry[0] += 1
-        entry[1] += forward_s
-        entry[2] += backward_s
-        entry[3] += flops
+    by_class = _sum_per_class(rows, ("forward_s", "backward_s", "flops"))
     log("  | layer class | calls | forward ms | forward + backward ms "
         "| share of summed forward + backward | (forward + backward) / forward |")
     log("  | --- | ---: | ---: | ---: | ---: | ---: |")
-    for name, (count, forward_s, backward_s, _) in sorted(
-        by_class.items(), key=lambda kv: -kv[1][2]
-    ):
+    for name, entry in sorted(by_class.items(), key=lambda kv: -kv[1]["backward_s"]):
+        count, forward_s, backward_s = entry["calls"], entry["forward_s"], entry["backward_s"]
         log(f"  | {name} | {count} | {forward_s * 1e3:.1f} | {backward_s * 1e3:.1f} | "
             f"{100 * backward_s / backward_total:.1f} % | {backward_s / forward_s:.2f}x |")
     log(f"  the {args.top} slowest forward + backward calls:")
@@ -507,11 +506,9 @@ def probe_backward(args):
         log(f"    {layer.path} ({type(layer).__name__}) on {first}: forward "
             f"{forward_s * 1e3:.1f} ms, forward + backward {backward_s * 1e3:.1f} ms "
             f"({backward_s / forward_s:.1f}x)")
-    fields = ("calls", "forward_s", "backward_s", "flops")
     return {
         "forward_s": forward_total, "backward_s": backward_total,
-        "flops": sum(row[4] for row in rows),
-        "by_class": {name: dict(zip(fields, entry)) for name, entry in by_class.items()},
+        "flops": sum(row[4] for row in rows), "by_class": by_class,
     }
 
 
@@ -537,14 +534,15 @@ def probe_pointwise(args):
     for name in ("convolution", "matmul"):
         keras.utils.set_random_seed(0)
         model = _probe_sanet(args, shape)
-        pointwise = [layer for layer in model._flatten_layers() if isinstance(layer, Conv2D)]
-        for layer in pointwise:
+        convolutions = [layer for layer in model._flatten_layers() if isinstance(layer, Conv2D)]
+        for layer in convolutions:
             layer.pointwise_as_matmul = name == "matmul"
         model.compile(optimizer=keras.optimizers.SGD(1e-4, momentum=0.9))
         logits = np.asarray(keras.ops.convert_to_numpy(model.predict_on_batch(images)))
         model.train_on_batch(images, labels)  # compiles
         models[name] = (model, logits)
-    matmuls = sum(layer.runs_as_matmul for layer in pointwise)
+    # Both models have the same layers; the last built, "matmul", runs the 1x1 ones so.
+    matmuls = sum(layer.runs_as_matmul for layer in convolutions)
     reference, logits = models["convolution"][1], models["matmul"][1]
     seconds = {name: {"inference": [], "training step": []} for name in models}
     for _ in range(args.repeats):
@@ -556,7 +554,7 @@ def probe_pointwise(args):
                 seconds[name][part].append(time.perf_counter() - start)
     backend = keras.backend.backend()
     log(f"{backend}: SANet {args.backbone} OS{args.output_stride} {args.size}x{args.size} "
-        f"batch {args.batch}, {matmuls} of {len(pointwise)} convolutions run as matmuls; "
+        f"batch {args.batch}, {matmuls} of {len(convolutions)} convolutions run as matmuls; "
         f"logits max |difference| {np.abs(logits - reference).max():.2e} "
         f"(largest |logit| {np.abs(reference).max():.1f})")
     result = {}
