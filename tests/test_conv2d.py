@@ -25,6 +25,23 @@ CASES = {
     "1x1_grouped": ((1, 6, 6, 4), dict(filters=4, kernel_size=1, groups=2), False),
 }
 
+# Kernels whose gradient is one matmul per tap (True) or the backend's (False).
+FILTER_GRADIENT_CASES = {
+    "3x3_same": ((2, 7, 6, 5), dict(filters=6, kernel_size=3, padding="same"), True),
+    "3x3_same_dilated_no_bias": ((1, 9, 8, 4), dict(
+        filters=6, kernel_size=3, padding="same", dilation_rate=2, use_bias=False), True),
+    "3x5_same_dilated_1_2_relu": ((1, 8, 9, 4), dict(
+        filters=3, kernel_size=(3, 5), padding="same", dilation_rate=(1, 2),
+        activation="relu"), True),
+    "3x3_valid": ((1, 6, 6, 4), dict(filters=3, kernel_size=3), False),
+    "3x3_stride2_same": ((1, 7, 6, 4), dict(filters=3, kernel_size=3, strides=2,
+                                            padding="same"), False),
+    "2x2_same": ((1, 6, 6, 4), dict(filters=3, kernel_size=2, padding="same"), False),
+    "3x3_grouped": ((1, 6, 6, 4), dict(filters=4, kernel_size=3, padding="same",
+                                       groups=2), False),
+    "1x1": ((1, 6, 6, 4), dict(filters=3, kernel_size=1), False),  # a matmul already
+}
+
 
 def _twins(shape, kwargs):
     """Ours and Keras' layer with the same (non-trivial) weights."""
@@ -57,6 +74,28 @@ def test_gradients_match_keras_conv2d(case):
         _gradients(ours, x, cotangent), _gradients(reference, x, cotangent),
         rtol=1e-4, atol=1e-4,
     )
+
+
+@pytest.mark.parametrize("case", FILTER_GRADIENT_CASES)
+def test_kernel_gradient_as_matmuls_matches_keras_conv2d(case):
+    shape, kwargs, filter_gradient_runs_as_matmul = FILTER_GRADIENT_CASES[case]
+    ours, reference, x = _twins(shape, kwargs)
+    ours.filter_gradient_as_matmul = True  # the default on JAX only; right everywhere
+    assert ours.filter_gradient_runs_as_matmul is filter_gradient_runs_as_matmul
+    np.testing.assert_allclose(to_numpy(ours(x)), to_numpy(reference(x)), rtol=1e-5,
+                               atol=1e-5)
+    cotangent = random_features(reference.compute_output_shape(shape), seed=2)
+    expected = _gradients(reference, x, cotangent)
+    np.testing.assert_allclose(_gradients(ours, x, cotangent), expected, rtol=1e-4,
+                               atol=1e-4 * np.abs(expected).max())
+
+
+def test_kernel_gradient_as_matmuls_by_default_on_jax_only():
+    # Where it was measured faster (PROFILE.md section 8); the switch turns it either way.
+    layer = Conv2D(3, 3, padding="same")
+    assert layer.filter_gradient_runs_as_matmul is (backend() == "jax")
+    layer.filter_gradient_as_matmul = not layer.filter_gradient_as_matmul
+    assert layer.filter_gradient_runs_as_matmul is (backend() != "jax")
 
 
 def _gradients(layer, x, cotangent):
@@ -100,6 +139,19 @@ def test_mixed_bfloat16_computes_in_bfloat16_like_keras():
         to_numpy(keras.ops.cast(y, "float32")),
         to_numpy(keras.ops.cast(reference(x), "float32")), rtol=0.05, atol=0.1,
     )
+
+
+def test_mixed_bfloat16_kernel_gradient_as_matmuls_like_keras():
+    shape, kwargs, _ = FILTER_GRADIENT_CASES["3x3_same_dilated_no_bias"]
+    kwargs = dict(kwargs, dtype="mixed_bfloat16")
+    ours, reference, x = _twins(shape, kwargs)
+    ours.filter_gradient_as_matmul = True
+    assert keras.backend.standardize_dtype(ours(x).dtype) == "bfloat16"
+    cotangent = random_features(reference.compute_output_shape(shape), seed=2)
+    # float32 variables, bfloat16 arithmetic: agree to bfloat16's ~3 digits.
+    expected = _gradients(reference, x, cotangent).astype("float32")
+    np.testing.assert_allclose(_gradients(ours, x, cotangent).astype("float32"), expected,
+                               rtol=0.05, atol=0.02 * np.abs(expected).max())
 
 
 def test_config_is_keras_conv2d_s_and_round_trips():

@@ -7,6 +7,9 @@ CPU: XLA:CPU's gradient of a 1x1 convolution took 3-9x its forward pass, the
 matmul's ~2.3x; PyTorch's 1x1 convolution ran behind Keras' NHWC->NCHW
 transposes, the matmul on the NHWC tensor as it is).
 
+On JAX, a stride-1 3x3 convolution also takes its kernel gradient as matmuls,
+one per kernel tap: XLA:CPU's own took 3-4x the forward pass (section 8).
+
 The class keeps Keras' name on purpose: Keras 3 `.weights.h5` files key a
 functional model's layers by class name (`conv2d_7`), so a backbone built from
 this layer reads and writes the same files as one built from
@@ -27,6 +30,10 @@ class Conv2D(keras.layers.Conv2D):
     matrix; a strided one does so where its input's height and width are known
     numbers when it is traced. Every other convolution is Keras' own.
 
+    On JAX, a stride-1 "same" convolution with a larger odd kernel (3x3)
+    computes its kernel gradient as one matmul per kernel tap instead of XLA's
+    convolution (`filter_gradient_as_matmul`, on by default on JAX only).
+
     Args:
         *args, **kwargs: those of `keras.layers.Conv2D`.
 
@@ -41,6 +48,12 @@ class Conv2D(keras.layers.Conv2D):
         # Not in the config: set False to run Keras' convolution instead (the
         # benchmarks' A/B, `profile_inference.py --probes pointwise`).
         self.pointwise_as_matmul = True
+        # Not in the config either. On by default where it was measured faster,
+        # SANet-R50's training step with `--probes filter_gradient` (PROFILE.md
+        # section 8): 1.23x on JAX (XLA:CPU's kernel gradient of a 3x3
+        # convolution is 3-4x its forward pass); 0.98x on TensorFlow and 0.87x on
+        # PyTorch, whose own kernel gradients are matmul-speed already.
+        self.filter_gradient_as_matmul = keras.backend.backend() == "jax"
 
     @property
     def runs_as_matmul(self):
@@ -52,8 +65,29 @@ class Conv2D(keras.layers.Conv2D):
             and self.data_format == "channels_last"
         )
 
+    @property
+    def filter_gradient_runs_as_matmul(self):
+        """Whether the kernel's gradient is a sum of matmuls instead of the backend's.
+
+        For a stride-1, "same"-padded, odd-sized kernel larger than 1x1.
+        """
+        return (
+            self.filter_gradient_as_matmul
+            and not self.runs_as_matmul
+            and tuple(self.strides) == (1, 1)
+            and self.padding == "same"
+            and all(size % 2 == 1 for size in self.kernel_size)
+            and tuple(self.kernel_size) != (1, 1)
+            and self.groups == 1
+            and self.data_format == "channels_last"
+        )
+
     def convolution_op(self, inputs, kernel):
         if not self.runs_as_matmul:
+            if self.filter_gradient_runs_as_matmul and all(
+                isinstance(size, int) for size in inputs.shape[1:3]
+            ):
+                return self._convolve_with_matmul_filter_gradient(inputs, kernel)
             return super().convolution_op(inputs, kernel)
         row_stride, column_stride = self.strides
         if (row_stride, column_stride) != (1, 1):
@@ -67,3 +101,49 @@ class Conv2D(keras.layers.Conv2D):
             # a 1x1 kernel's "same" padding adds nothing before the first pixel.
             inputs = inputs[:, ::row_stride, ::column_stride, :]
         return ops.matmul(inputs, ops.reshape(kernel, kernel.shape[2:]))
+
+    def _convolve_with_matmul_filter_gradient(self, inputs, kernel):
+        """Keras' convolution whose gradients are written out (stride 1, "same").
+
+        The kernel's gradient is one matmul per kernel tap: the padded input
+        shifted by the tap, against the output's gradient, contracted over
+        batch and pixels. XLA:CPU computes it as another convolution instead,
+        at 3-4x the forward pass's time (benchmarks/PROFILE.md section 8). The
+        input's gradient is the forward convolution of the output's gradient
+        with the kernel flipped and its channels swapped, what the backends
+        compute anyway.
+        """
+        rates = tuple(self.dilation_rate)
+        height, width = inputs.shape[1:3]
+        pads = [rate * (size // 2) for rate, size in zip(rates, self.kernel_size)]
+
+        def convolve(x, w):
+            return ops.conv(x, w, strides=1, padding="same", dilation_rate=rates,
+                            data_format="channels_last")
+
+        @ops.custom_gradient
+        def convolution(x, w):
+            def gradients(*args, upstream=None):
+                if upstream is None:  # TensorFlow and JAX pass it positionally
+                    (upstream,) = args
+                flipped = ops.transpose(ops.flip(ops.flip(w, axis=0), axis=1), (0, 1, 3, 2))
+                padded = ops.pad(x, ((0, 0), (pads[0], pads[0]), (pads[1], pads[1]), (0, 0)))
+                taps = [
+                    ops.tensordot(
+                        padded[:, i * rates[0]: i * rates[0] + height,
+                               j * rates[1]: j * rates[1] + width, :],
+                        upstream, axes=([0, 1, 2], [0, 1, 2]),
+                    )
+                    for i in range(self.kernel_size[0])
+                    for j in range(self.kernel_size[1])
+                ]
+                kernel_gradient = ops.reshape(ops.stack(taps), ops.shape(w))
+                return convolve(upstream, flipped), kernel_gradient
+
+            return convolve(x, w), gradients
+
+        # A tensor, not the variable: TensorFlow's custom_gradient would want a
+        # `variables` argument for a variable read inside, and PyTorch's autograd
+        # Function tracks tensors only. (Under an autocast scope the kernel is in
+        # the compute dtype already; the cast then changes nothing.)
+        return convolution(inputs, ops.cast(kernel, self.compute_dtype))
