@@ -24,12 +24,15 @@ Only ratios measured in this one process mean anything on a shared machine.
     pointwise SANet with its 1x1 convolutions run as matmuls (keras_sanet's
               Conv2D) against the same model on Keras' convolution, inference
               and training step timed in turn.
+    filter_gradient  the same A/B for the kernel gradient of SANet's stride-1
+              3x3 convolutions: one matmul per kernel tap against the backend's
+              own gradient.
 
     python benchmarks/profile_inference.py --probes unbuilt --size 64 --output-stride 32
     python benchmarks/profile_inference.py --probes layers --backbone resnet50 \
         --size 512 --output-stride 8 [--jit-compile]
-    python benchmarks/profile_inference.py --probes backward,pointwise --backbone resnet50 \
-        --size 512 --output-stride 8
+    python benchmarks/profile_inference.py --probes backward,pointwise,filter_gradient \
+        --backbone resnet50 --size 512 --output-stride 8
 """
 
 import argparse
@@ -517,7 +520,28 @@ def probe_pointwise(args):
     the same model running Keras' convolution for them (any backend).
 
     Two SANets with the same seed and weights; `pointwise_as_matmul` turned off
-    on every keras_sanet Conv2D of the second. Each round times
+    on every keras_sanet Conv2D of the second. See `_switch_ab`.
+    """
+    return _switch_ab(args, "pointwise_as_matmul", "runs_as_matmul",
+                      "convolutions run as matmuls")
+
+
+def probe_filter_gradient(args):
+    """SANet whose stride-1 3x3 (and larger odd) convolutions take their kernel
+    gradient as matmuls, one per kernel tap, against the same model taking the
+    backend's (any backend; inference is the same computation in both).
+
+    `filter_gradient_as_matmul` turned off on every keras_sanet Conv2D of the
+    second model. See `_switch_ab`.
+    """
+    return _switch_ab(args, "filter_gradient_as_matmul", "filter_gradient_runs_as_matmul",
+                      "convolutions take their kernel gradient as matmuls")
+
+
+def _switch_ab(args, switch, applies, what):
+    """Times SANet with a keras_sanet Conv2D switch on ("on") against off ("off").
+
+    Two SANets with the same seed and weights. Each round times
     `predict_on_batch` and `train_on_batch` of one model, then of the other, so
     that both see the same moment of this host (wall seconds); prints the
     medians, the per-round speed-ups and how far the two models' logits differ.
@@ -531,19 +555,19 @@ def probe_pointwise(args):
     images = rng.uniform(0, 255, shape).astype("float32")
     labels = rng.integers(0, 21, shape[:3]).astype("int32")
     models = {}
-    for name in ("convolution", "matmul"):
+    for name in ("off", "on"):
         keras.utils.set_random_seed(0)
         model = _probe_sanet(args, shape)
         convolutions = [layer for layer in model._flatten_layers() if isinstance(layer, Conv2D)]
         for layer in convolutions:
-            layer.pointwise_as_matmul = name == "matmul"
+            setattr(layer, switch, name == "on")
         model.compile(optimizer=keras.optimizers.SGD(1e-4, momentum=0.9))
         logits = np.asarray(keras.ops.convert_to_numpy(model.predict_on_batch(images)))
         model.train_on_batch(images, labels)  # compiles
         models[name] = (model, logits)
-    # Both models have the same layers; the last built, "matmul", runs the 1x1 ones so.
-    matmuls = sum(layer.runs_as_matmul for layer in convolutions)
-    reference, logits = models["convolution"][1], models["matmul"][1]
+    # Both models have the same layers; the last built, "on", has the switch on.
+    count = sum(getattr(layer, applies) for layer in convolutions)
+    reference, logits = models["off"][1], models["on"][1]
     seconds = {name: {"inference": [], "training step": []} for name in models}
     for _ in range(args.repeats):
         for name, (model, _) in models.items():
@@ -554,15 +578,15 @@ def probe_pointwise(args):
                 seconds[name][part].append(time.perf_counter() - start)
     backend = keras.backend.backend()
     log(f"{backend}: SANet {args.backbone} OS{args.output_stride} {args.size}x{args.size} "
-        f"batch {args.batch}, {matmuls} of {len(convolutions)} convolutions run as matmuls; "
+        f"batch {args.batch}, {count} of {len(convolutions)} {what} ({switch}); "
         f"logits max |difference| {np.abs(logits - reference).max():.2e} "
         f"(largest |logit| {np.abs(reference).max():.1f})")
     result = {}
     for part in ("inference", "training step"):
-        before = np.asarray(seconds["convolution"][part])
-        after = np.asarray(seconds["matmul"][part])
+        before = np.asarray(seconds["off"][part])
+        after = np.asarray(seconds["on"][part])
         result[part] = float(np.median(before) / np.median(after))
-        log(f"  {part}: convolution {np.median(before):.2f} s, matmul {np.median(after):.2f} s "
+        log(f"  {part}: {switch}=False {np.median(before):.2f} s, True {np.median(after):.2f} s "
             f"(medians of {args.repeats}); speed-up {result[part]:.2f}x, per round "
             + ", ".join(f"{r:.2f}x" for r in before / after))
     return result
@@ -571,6 +595,7 @@ def probe_pointwise(args):
 PROBES = {
     "unbuilt": probe_unbuilt, "resize": probe_resize, "train_split": probe_train_split,
     "layers": probe_layers, "backward": probe_backward, "pointwise": probe_pointwise,
+    "filter_gradient": probe_filter_gradient,
 }
 
 
@@ -581,7 +606,7 @@ def main(argv=None):
     parser.add_argument("--backbone", default="resnet18")
     parser.add_argument("--output-stride", type=int, default=32)
     parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=1, help="train_split's and pointwise's batch")
+    parser.add_argument("--batch", type=int, default=1, help="train_split's and the A/B probes' batch")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--jit-compile", action="store_true",

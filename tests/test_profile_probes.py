@@ -1,8 +1,10 @@
-"""benchmarks/profile_inference.py: the train_split, layers, backward and pointwise probes
-run at a toy size."""
+"""benchmarks/profile_inference.py: the train_split, layers, backward, pointwise and
+filter_gradient probes run at a toy size."""
 
 import os
 import sys
+
+import pytest
 
 from tests.helpers import REPO_ROOT
 from tests.helpers import backend
@@ -74,19 +76,25 @@ def test_backward_probe_times_every_leaf_call_of_the_training_pass(capsys):
     assert "| Conv2D |" in out and "the 2 slowest forward + backward calls:" in out
 
 
-def test_pointwise_probe_times_both_paths_and_their_outputs_agree(capsys):
+@pytest.mark.parametrize("probe, switch, what", [
+    # ResNet-18's shortcut projections and every classifier are 1x1: some, not all.
+    ("pointwise", "pointwise_as_matmul", "convolutions run as matmuls"),
+    # Its stride-1 3x3 convolutions and the heads' are some, not all (not the stem).
+    ("filter_gradient", "filter_gradient_as_matmul",
+     "convolutions take their kernel gradient as matmuls"),
+])
+def test_switch_probes_time_both_paths_and_their_outputs_agree(capsys, probe, switch, what):
     import keras
 
-    summary, out = run_toy_probe(capsys, "pointwise")
+    summary, out = run_toy_probe(capsys, probe)
     assert set(summary) == {"inference", "training step"}
     assert all(ratio > 0 for ratio in summary.values())
-    header = next(line for line in out.splitlines() if "run as matmuls" in line)
+    header = next(line for line in out.splitlines() if f"({switch})" in line)
     assert f"{keras.backend.backend()}: SANet resnet18 OS32 32x32 batch 1" in header
-    # ResNet-18's shortcut projections and every classifier are 1x1: some, not all.
-    matmuls, total = (int(n) for n in header.split(", ")[1].split(" convolutions")[0]
-                      .split(" of "))
-    assert 0 < matmuls < total
+    switched, total = (int(n) for n in header.split(", ")[1].split(f" {what}")[0]
+                       .split(" of "))
+    assert 0 < switched < total
     difference = float(header.split("max |difference| ")[1].split(" ")[0])
     largest = float(header.split("largest |logit| ")[1].rstrip(")"))
     assert difference <= 1e-5 * largest + 1e-5  # float32 rounding, not another model
-    assert "  inference: convolution" in out and "  training step: convolution" in out
+    assert f"  inference: {switch}=False" in out and f"  training step: {switch}=False" in out
