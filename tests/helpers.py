@@ -66,3 +66,48 @@ def run_python(code, keras_backend, env=None, timeout=900):
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT "):])
     return None
+
+
+def twin_layers(ours_class, reference_class, shape, kwargs):
+    """`(ours, reference, x)`: two layers built on `x` of `shape` with the same
+    (non-trivial, not initializer-default) weights, to compare a subclass with Keras'."""
+    ours, reference = ours_class(**kwargs), reference_class(**kwargs)
+    x = random_features(shape)
+    ours(x), reference(x)
+    rng = np.random.default_rng(1)
+    weights = [w + rng.standard_normal(w.shape).astype("float32") for w in ours.get_weights()]
+    ours.set_weights(weights)
+    reference.set_weights(weights)
+    return ours, reference, x
+
+
+def layer_gradients(layer, x, cotangent):
+    """d sum(layer(x) * cotangent) / d(trainable variables, x), flattened and
+    concatenated, on the current backend."""
+    if backend() == "jax":
+        import jax
+
+        def loss(variables, x):
+            outputs, _ = layer.stateless_call(variables, [], x)
+            return keras.ops.sum(outputs * cotangent)
+
+        grads = jax.grad(loss, argnums=(0, 1))([v.value for v in layer.trainable_variables], x)
+        flat = list(grads[0]) + [grads[1]]
+    elif backend() == "tensorflow":
+        import tensorflow as tf
+
+        x = tf.constant(x)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(layer(x) * cotangent)
+        grad_x, grad_vars = tape.gradient(loss, [x, layer.trainable_variables])
+        flat = list(grad_vars) + [grad_x]
+    else:
+        import torch
+
+        x = torch.tensor(x, requires_grad=True)
+        loss = (layer(x) * torch.tensor(cotangent)).sum()
+        params = [v.value for v in layer.trainable_variables]
+        grads = torch.autograd.grad(loss, params + [x])
+        flat = list(grads)
+    return np.concatenate([to_numpy(g).ravel() for g in flat])

@@ -8,8 +8,10 @@ import pytest
 
 from keras_sanet.layers import Conv2D
 from tests.helpers import backend
+from tests.helpers import layer_gradients
 from tests.helpers import random_features
 from tests.helpers import to_numpy
+from tests.helpers import twin_layers
 
 CASES = {
     "1x1": ((2, 7, 7, 5), dict(filters=6, kernel_size=1), True),
@@ -45,14 +47,7 @@ FILTER_GRADIENT_CASES = {
 
 def _twins(shape, kwargs):
     """Ours and Keras' layer with the same (non-trivial) weights."""
-    ours, reference = Conv2D(**kwargs), keras.layers.Conv2D(**kwargs)
-    x = random_features(shape)
-    ours(x), reference(x)
-    rng = np.random.default_rng(1)
-    weights = [w + rng.standard_normal(w.shape).astype("float32") for w in ours.get_weights()]
-    ours.set_weights(weights)
-    reference.set_weights(weights)
-    return ours, reference, x
+    return twin_layers(Conv2D, keras.layers.Conv2D, shape, kwargs)
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -71,7 +66,7 @@ def test_gradients_match_keras_conv2d(case):
     ours, reference, x = _twins(shape, kwargs)
     cotangent = random_features(reference.compute_output_shape(shape), seed=2)
     np.testing.assert_allclose(
-        _gradients(ours, x, cotangent), _gradients(reference, x, cotangent),
+        layer_gradients(ours, x, cotangent), layer_gradients(reference, x, cotangent),
         rtol=1e-4, atol=1e-4,
     )
 
@@ -85,8 +80,8 @@ def test_kernel_gradient_as_matmuls_matches_keras_conv2d(case):
     np.testing.assert_allclose(to_numpy(ours(x)), to_numpy(reference(x)), rtol=1e-5,
                                atol=1e-5)
     cotangent = random_features(reference.compute_output_shape(shape), seed=2)
-    expected = _gradients(reference, x, cotangent)
-    np.testing.assert_allclose(_gradients(ours, x, cotangent), expected, rtol=1e-4,
+    expected = layer_gradients(reference, x, cotangent)
+    np.testing.assert_allclose(layer_gradients(ours, x, cotangent), expected, rtol=1e-4,
                                atol=1e-4 * np.abs(expected).max())
 
 
@@ -96,37 +91,6 @@ def test_kernel_gradient_as_matmuls_by_default_on_jax_only():
     assert layer.filter_gradient_runs_as_matmul is (backend() == "jax")
     layer.filter_gradient_as_matmul = not layer.filter_gradient_as_matmul
     assert layer.filter_gradient_runs_as_matmul is (backend() != "jax")
-
-
-def _gradients(layer, x, cotangent):
-    """d sum(layer(x) * cotangent) / d(x, kernel, bias), flattened and concatenated."""
-    if backend() == "jax":
-        import jax
-
-        def loss(variables, x):
-            outputs, _ = layer.stateless_call(variables, [], x)
-            return keras.ops.sum(outputs * cotangent)
-
-        grads = jax.grad(loss, argnums=(0, 1))([v.value for v in layer.trainable_variables], x)
-        flat = list(grads[0]) + [grads[1]]
-    elif backend() == "tensorflow":
-        import tensorflow as tf
-
-        x = tf.constant(x)
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            loss = tf.reduce_sum(layer(x) * cotangent)
-        grad_x, grad_vars = tape.gradient(loss, [x, layer.trainable_variables])
-        flat = list(grad_vars) + [grad_x]
-    else:
-        import torch
-
-        x = torch.tensor(x, requires_grad=True)
-        loss = (layer(x) * torch.tensor(cotangent)).sum()
-        params = [v.value for v in layer.trainable_variables]
-        grads = torch.autograd.grad(loss, params + [x])
-        flat = list(grads)
-    return np.concatenate([to_numpy(g).ravel() for g in flat])
 
 
 def test_mixed_bfloat16_computes_in_bfloat16_like_keras():
@@ -149,8 +113,8 @@ def test_mixed_bfloat16_kernel_gradient_as_matmuls_like_keras():
     assert keras.backend.standardize_dtype(ours(x).dtype) == "bfloat16"
     cotangent = random_features(reference.compute_output_shape(shape), seed=2)
     # float32 variables, bfloat16 arithmetic: agree to bfloat16's ~3 digits.
-    expected = _gradients(reference, x, cotangent).astype("float32")
-    np.testing.assert_allclose(_gradients(ours, x, cotangent).astype("float32"), expected,
+    expected = layer_gradients(reference, x, cotangent).astype("float32")
+    np.testing.assert_allclose(layer_gradients(ours, x, cotangent).astype("float32"), expected,
                                rtol=0.05, atol=0.02 * np.abs(expected).max())
 
 
