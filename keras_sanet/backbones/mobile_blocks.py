@@ -3,6 +3,7 @@
 import keras
 
 from keras_sanet.layers.conv2d import Conv2D
+from keras_sanet.layers.depthwise_conv2d import DepthwiseConv2D
 
 
 def conv_bn_relu6(
@@ -59,7 +60,7 @@ def conv_bn_relu6(
         dtype=dtype,
     )
     if depthwise:
-        x = keras.layers.DepthwiseConv2D(**common)(x)
+        x = DepthwiseConv2D(**common)(x)
     else:
         x = Conv2D(filters, **common)(x)
     x = keras.layers.BatchNormalization(
