@@ -27,6 +27,8 @@ Only ratios measured in this one process mean anything on a shared machine.
     filter_gradient  the same A/B for the kernel gradient of SANet's stride-1
               3x3 convolutions: one matmul per kernel tap against the backend's
               own gradient.
+    depthwise the same A/B for MobileNetV2's depthwise convolutions: one
+              multiply-add per kernel tap against `ops.depthwise_conv`.
 
     python benchmarks/profile_inference.py --probes unbuilt --size 64 --output-stride 32
     python benchmarks/profile_inference.py --probes layers --backbone resnet50 \
@@ -538,17 +540,26 @@ def probe_filter_gradient(args):
                       "convolutions take their kernel gradient as matmuls")
 
 
-def _switch_ab(args, switch, applies, what):
-    """Times SANet with a keras_sanet Conv2D switch on ("on") against off ("off").
+def probe_depthwise(args):
+    """SANet whose depthwise convolutions (MobileNetV2's) run as one multiply-add
+    per kernel tap against the same model on `ops.depthwise_conv` (any backend).
 
-    Two SANets with the same seed and weights. Each round times
+    `depthwise_as_multiply_adds` turned off on every keras_sanet
+    DepthwiseConv2D of the second model. See `_switch_ab`.
+    """
+    return _switch_ab(args, "depthwise_as_multiply_adds", "runs_as_multiply_adds",
+                      "depthwise convolutions run as multiply-adds")
+
+
+def _switch_ab(args, switch, applies, what):
+    """Times SANet with a keras_sanet layer switch on ("on") against off ("off").
+
+    Two SANets with the same seed and weights. After an untimed round, each round times
     `predict_on_batch` and `train_on_batch` of one model, then of the other, so
     that both see the same moment of this host (wall seconds); prints the
     medians, the per-round speed-ups and how far the two models' logits differ.
     """
     import keras
-
-    from keras_sanet.layers import Conv2D
 
     rng = np.random.default_rng(0)
     shape = (args.batch, args.size, args.size, 3)
@@ -558,7 +569,8 @@ def _switch_ab(args, switch, applies, what):
     for name in ("off", "on"):
         keras.utils.set_random_seed(0)
         model = _probe_sanet(args, shape)
-        convolutions = [layer for layer in model._flatten_layers() if isinstance(layer, Conv2D)]
+        # keras_sanet's Conv2D or DepthwiseConv2D, whichever has the switch.
+        convolutions = [layer for layer in model._flatten_layers() if hasattr(layer, switch)]
         for layer in convolutions:
             setattr(layer, switch, name == "on")
         model.compile(optimizer=keras.optimizers.SGD(1e-4, momentum=0.9))
@@ -569,13 +581,16 @@ def _switch_ab(args, switch, applies, what):
     count = sum(getattr(layer, applies) for layer in convolutions)
     reference, logits = models["off"][1], models["on"][1]
     seconds = {name: {"inference": [], "training step": []} for name in models}
-    for _ in range(args.repeats):
+    # Round 0 is untimed: on TensorFlow the first model's first calls after the
+    # second was built ran up to 15x slower (MobileNetV2, 20 rounds).
+    for round_index in range(args.repeats + 1):
         for name, (model, _) in models.items():
             for part, run in (("inference", lambda: model.predict_on_batch(images)),
                               ("training step", lambda: model.train_on_batch(images, labels))):
                 start = time.perf_counter()
                 run()
-                seconds[name][part].append(time.perf_counter() - start)
+                if round_index:
+                    seconds[name][part].append(time.perf_counter() - start)
     backend = keras.backend.backend()
     log(f"{backend}: SANet {args.backbone} OS{args.output_stride} {args.size}x{args.size} "
         f"batch {args.batch}, {count} of {len(convolutions)} {what} ({switch}); "
@@ -595,7 +610,7 @@ def _switch_ab(args, switch, applies, what):
 PROBES = {
     "unbuilt": probe_unbuilt, "resize": probe_resize, "train_split": probe_train_split,
     "layers": probe_layers, "backward": probe_backward, "pointwise": probe_pointwise,
-    "filter_gradient": probe_filter_gradient,
+    "filter_gradient": probe_filter_gradient, "depthwise": probe_depthwise,
 }
 
 

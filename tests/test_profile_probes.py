@@ -98,3 +98,12 @@ def test_switch_probes_time_both_paths_and_their_outputs_agree(capsys, probe, sw
     largest = float(header.split("largest |logit| ")[1].rstrip(")"))
     assert difference <= 1e-5 * largest + 1e-5  # float32 rounding, not another model
     assert f"  inference: {switch}=False" in out and f"  training step: {switch}=False" in out
+
+
+def test_depthwise_probe_switches_every_depthwise_convolution_of_mobilenet_v2(capsys):
+    summary, out = run_toy_probe(capsys, "depthwise", "--backbone", "mobilenetv2")
+    assert set(summary) == {"inference", "training step"}
+    assert all(ratio > 0 for ratio in summary.values())
+    assert ("17 of 17 depthwise convolutions run as multiply-adds "
+            "(depthwise_as_multiply_adds)") in out
+    assert "  inference: depthwise_as_multiply_adds=False" in out
