@@ -621,7 +621,8 @@ def main(argv=None):
     parser.add_argument("--backbone", default="resnet18")
     parser.add_argument("--output-stride", type=int, default=32)
     parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=1, help="train_split's and the A/B probes' batch")
+    parser.add_argument("--batch", type=int, default=1,
+                        help="train_split's and the A/B probes' batch")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--jit-compile", action="store_true",
