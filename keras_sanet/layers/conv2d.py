@@ -20,6 +20,12 @@ import keras
 from keras import ops
 
 
+def spatial_sizes_known(inputs):
+    """Whether an NHWC tensor's height and width are Python ints where it is
+    traced (not TensorFlow's None or a JAX export's symbols)."""
+    return all(isinstance(size, int) for size in inputs.shape[1:3])
+
+
 @keras.saving.register_keras_serializable(package="keras_sanet")
 class Conv2D(keras.layers.Conv2D):
     """`keras.layers.Conv2D`, with a matmul for 1x1 kernels (same config and weights).
@@ -73,25 +79,22 @@ class Conv2D(keras.layers.Conv2D):
         """
         return (
             self.filter_gradient_as_matmul
-            and not self.runs_as_matmul
             and tuple(self.strides) == (1, 1)
             and self.padding == "same"
             and all(size % 2 == 1 for size in self.kernel_size)
-            and tuple(self.kernel_size) != (1, 1)
+            and tuple(self.kernel_size) != (1, 1)  # those are matmuls already
             and self.groups == 1
             and self.data_format == "channels_last"
         )
 
     def convolution_op(self, inputs, kernel):
+        if self.filter_gradient_runs_as_matmul and spatial_sizes_known(inputs):
+            return self._convolve_with_matmul_filter_gradient(inputs, kernel)
         if not self.runs_as_matmul:
-            if self.filter_gradient_runs_as_matmul and all(
-                isinstance(size, int) for size in inputs.shape[1:3]
-            ):
-                return self._convolve_with_matmul_filter_gradient(inputs, kernel)
             return super().convolution_op(inputs, kernel)
         row_stride, column_stride = self.strides
         if (row_stride, column_stride) != (1, 1):
-            if not all(isinstance(size, int) for size in inputs.shape[1:3]):
+            if not spatial_sizes_known(inputs):
                 # Unknown or symbolic sizes (a TensorFlow graph with None, a JAX
                 # export's shape polymorphism): the slice's ceil(n / s) would not
                 # be provably the convolution's floor((n - 1) / s) + 1, which a

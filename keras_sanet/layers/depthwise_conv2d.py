@@ -16,6 +16,8 @@ variables and outputs are DepthwiseConv2D's.
 import keras
 from keras import ops
 
+from keras_sanet.layers.conv2d import spatial_sizes_known
+
 
 @keras.saving.register_keras_serializable(package="keras_sanet")
 class DepthwiseConv2D(keras.layers.DepthwiseConv2D):
@@ -53,9 +55,9 @@ class DepthwiseConv2D(keras.layers.DepthwiseConv2D):
         )
 
     def call(self, inputs):
-        sizes = inputs.shape[1:3]
-        if not (self.runs_as_multiply_adds and all(isinstance(n, int) for n in sizes)):
+        if not (self.runs_as_multiply_adds and spatial_sizes_known(inputs)):
             return super().call(inputs)
+        sizes = inputs.shape[1:3]
         kernel = ops.cast(self.kernel, self.compute_dtype)  # (kh, kw, channels, 1)
         (row_stride, column_stride), (row_rate, column_rate) = self.strides, self.dilation_rate
         output_sizes = self.compute_output_shape(inputs.shape)[1:3]
