@@ -111,3 +111,44 @@ def layer_gradients(layer, x, cotangent):
         grads = torch.autograd.grad(loss, params + [x])
         flat = list(grads)
     return np.concatenate([to_numpy(g).ravel() for g in flat])
+
+
+def assert_layer_matches(ours, reference, x):
+    """`ours(x)` equals `reference(x)` (float32 rounding) and so does the output shape
+    `ours` computes."""
+    expected = to_numpy(reference(x))
+    np.testing.assert_allclose(to_numpy(ours(x)), expected, rtol=1e-5, atol=1e-5)
+    assert ours.compute_output_shape(x.shape) == tuple(expected.shape)
+
+
+def assert_gradients_match(ours, reference, x, rtol=1e-4, atol=1e-4, atol_of_largest=False):
+    """`layer_gradients` of both layers agree for one random cotangent; with
+    `atol_of_largest`, `atol` is a fraction of the largest expected gradient."""
+    cotangent = random_features(reference.compute_output_shape(x.shape), seed=2)
+    expected = layer_gradients(reference, x, cotangent).astype("float32")
+    if atol_of_largest:
+        atol = atol * np.abs(expected).max()
+    np.testing.assert_allclose(layer_gradients(ours, x, cotangent).astype("float32"), expected,
+                               rtol=rtol, atol=atol)
+
+
+def assert_weights_files_interchange(ours, reference, x, directory):
+    """Two functional models, ours built from our layer subclass and reference from
+    Keras' layer: each reads the other's `.weights.h5` (Keras 3 keys a functional
+    model's layers by class name) and then computes the same outputs."""
+    for source, target in ((reference, ours), (ours, reference)):
+        path = os.path.join(directory, f"{source.name}_{id(source)}.weights.h5")
+        source.save_weights(path)
+        target.load_weights(path)
+        np.testing.assert_allclose(to_numpy(target(x)), to_numpy(source(x)), rtol=1e-5,
+                                   atol=1e-5)
+
+
+def assert_reloads_with_safe_mode(model, layer_class, x, directory):
+    """`model` saved as `.keras` loads with `safe_mode=True`, its last layer still a
+    `layer_class`, and computes the same outputs."""
+    path = os.path.join(directory, "model.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    assert isinstance(loaded.layers[-1], layer_class)
+    np.testing.assert_allclose(to_numpy(loaded(x)), to_numpy(model(x)), rtol=1e-6)

@@ -1,14 +1,15 @@
 """keras_sanet.layers.Conv2D: keras.layers.Conv2D's outputs, gradients, config and files."""
 
-import os
-
 import keras
 import numpy as np
 import pytest
 
 from keras_sanet.layers import Conv2D
 from tests.helpers import backend
-from tests.helpers import layer_gradients
+from tests.helpers import assert_gradients_match
+from tests.helpers import assert_layer_matches
+from tests.helpers import assert_reloads_with_safe_mode
+from tests.helpers import assert_weights_files_interchange
 from tests.helpers import random_features
 from tests.helpers import to_numpy
 from tests.helpers import twin_layers
@@ -55,20 +56,14 @@ def test_matches_keras_conv2d(case):
     shape, kwargs, runs_as_matmul = CASES[case]
     ours, reference, x = _twins(shape, kwargs)
     assert ours.runs_as_matmul is runs_as_matmul
-    expected = to_numpy(reference(x))
-    np.testing.assert_allclose(to_numpy(ours(x)), expected, rtol=1e-5, atol=1e-5)
-    assert ours.compute_output_shape(shape) == tuple(expected.shape)
+    assert_layer_matches(ours, reference, x)
 
 
 @pytest.mark.parametrize("case", ["1x1", "1x1_stride2_same_odd"])
 def test_gradients_match_keras_conv2d(case):
     shape, kwargs, _ = CASES[case]
     ours, reference, x = _twins(shape, kwargs)
-    cotangent = random_features(reference.compute_output_shape(shape), seed=2)
-    np.testing.assert_allclose(
-        layer_gradients(ours, x, cotangent), layer_gradients(reference, x, cotangent),
-        rtol=1e-4, atol=1e-4,
-    )
+    assert_gradients_match(ours, reference, x)
 
 
 @pytest.mark.parametrize("case", FILTER_GRADIENT_CASES)
@@ -77,12 +72,8 @@ def test_kernel_gradient_as_matmuls_matches_keras_conv2d(case):
     ours, reference, x = _twins(shape, kwargs)
     ours.filter_gradient_as_matmul = True  # the default on JAX only; right everywhere
     assert ours.filter_gradient_runs_as_matmul is filter_gradient_runs_as_matmul
-    np.testing.assert_allclose(to_numpy(ours(x)), to_numpy(reference(x)), rtol=1e-5,
-                               atol=1e-5)
-    cotangent = random_features(reference.compute_output_shape(shape), seed=2)
-    expected = layer_gradients(reference, x, cotangent)
-    np.testing.assert_allclose(layer_gradients(ours, x, cotangent), expected, rtol=1e-4,
-                               atol=1e-4 * np.abs(expected).max())
+    assert_layer_matches(ours, reference, x)
+    assert_gradients_match(ours, reference, x, atol=1e-4, atol_of_largest=True)
 
 
 def test_kernel_gradient_as_matmuls_by_default_on_jax_only():
@@ -111,11 +102,8 @@ def test_mixed_bfloat16_kernel_gradient_as_matmuls_like_keras():
     ours, reference, x = _twins(shape, kwargs)
     ours.filter_gradient_as_matmul = True
     assert keras.backend.standardize_dtype(ours(x).dtype) == "bfloat16"
-    cotangent = random_features(reference.compute_output_shape(shape), seed=2)
     # float32 variables, bfloat16 arithmetic: agree to bfloat16's ~3 digits.
-    expected = layer_gradients(reference, x, cotangent).astype("float32")
-    np.testing.assert_allclose(layer_gradients(ours, x, cotangent).astype("float32"), expected,
-                               rtol=0.05, atol=0.02 * np.abs(expected).max())
+    assert_gradients_match(ours, reference, x, rtol=0.05, atol=0.02, atol_of_largest=True)
 
 
 def test_config_is_keras_conv2d_s_and_round_trips():
@@ -135,29 +123,14 @@ def test_weights_files_are_interchangeable_with_keras_conv2d(tmp_path):
         outputs = conv_class(5, 1, strides=2)(x)
         return keras.Model(inputs, outputs)
 
-    reference, ours = network(keras.layers.Conv2D), network(Conv2D)
-    path = os.path.join(tmp_path, "reference.weights.h5")
-    reference.save_weights(path)
-    ours.load_weights(path)
-    x = random_features((1, 6, 6, 3))
-    np.testing.assert_allclose(to_numpy(ours(x)), to_numpy(reference(x)), rtol=1e-5,
-                               atol=1e-5)
-    back = os.path.join(tmp_path, "ours.weights.h5")
-    ours.save_weights(back)
-    reference.load_weights(back)
-    np.testing.assert_allclose(to_numpy(reference(x)), to_numpy(ours(x)), rtol=1e-5,
-                               atol=1e-5)
+    assert_weights_files_interchange(network(Conv2D), network(keras.layers.Conv2D),
+                                     random_features((1, 6, 6, 3)), tmp_path)
 
 
 def test_saved_model_reloads_with_safe_mode(tmp_path):
     inputs = keras.Input((5, 5, 3))
     model = keras.Model(inputs, Conv2D(4, 1, strides=2, activation="relu")(inputs))
-    path = os.path.join(tmp_path, "pointwise.keras")
-    model.save(path)
-    loaded = keras.saving.load_model(path, safe_mode=True)
-    assert isinstance(loaded.layers[-1], Conv2D)
-    x = random_features((1, 5, 5, 3))
-    np.testing.assert_allclose(to_numpy(loaded(x)), to_numpy(model(x)), rtol=1e-6)
+    assert_reloads_with_safe_mode(model, Conv2D, random_features((1, 5, 5, 3)), tmp_path)
 
 
 @pytest.mark.skipif(backend() != "jax", reason="jax.export's symbolic shapes are JAX's")

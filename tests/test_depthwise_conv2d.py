@@ -1,15 +1,16 @@
 """keras_sanet.layers.DepthwiseConv2D: keras.layers.DepthwiseConv2D's outputs, gradients,
 config and files."""
 
-import os
-
 import keras
 import numpy as np
 import pytest
 
 from keras_sanet.layers import DepthwiseConv2D
 from tests.helpers import backend
-from tests.helpers import layer_gradients
+from tests.helpers import assert_gradients_match
+from tests.helpers import assert_layer_matches
+from tests.helpers import assert_reloads_with_safe_mode
+from tests.helpers import assert_weights_files_interchange
 from tests.helpers import random_features
 from tests.helpers import to_numpy
 from tests.helpers import twin_layers
@@ -43,18 +44,14 @@ def test_matches_keras_depthwise_conv2d(case):
     shape, kwargs, runs_as_multiply_adds = CASES[case]
     ours, reference, x = _twins(shape, kwargs)
     assert ours.runs_as_multiply_adds is runs_as_multiply_adds
-    expected = to_numpy(reference(x))
-    np.testing.assert_allclose(to_numpy(ours(x)), expected, rtol=1e-5, atol=1e-5)
-    assert ours.compute_output_shape(shape) == tuple(expected.shape)
+    assert_layer_matches(ours, reference, x)
 
 
 @pytest.mark.parametrize("case", ["3x3_same", "3x3_stride2_same_odd", "3x5_dilated_same_no_bias"])
 def test_gradients_match_keras_depthwise_conv2d(case):
     shape, kwargs, _ = CASES[case]
     ours, reference, x = _twins(shape, kwargs)
-    cotangent = random_features(reference.compute_output_shape(shape), seed=2)
-    np.testing.assert_allclose(layer_gradients(ours, x, cotangent),
-                               layer_gradients(reference, x, cotangent), rtol=1e-4, atol=1e-4)
+    assert_gradients_match(ours, reference, x)
 
 
 def test_multiply_adds_by_default_on_jax_only():
@@ -98,21 +95,13 @@ def test_config_is_keras_and_weights_files_interchange(tmp_path):
         inputs = keras.Input((6, 6, 3))
         return keras.Model(inputs, depthwise_class(3, padding="same")(inputs))
 
-    reference, ours = network(keras.layers.DepthwiseConv2D), network(DepthwiseConv2D)
-    path = os.path.join(tmp_path, "reference.weights.h5")
-    reference.save_weights(path)
-    ours.load_weights(path)
-    x = random_features((1, 6, 6, 3))
-    np.testing.assert_allclose(to_numpy(ours(x)), to_numpy(reference(x)), rtol=1e-5,
-                               atol=1e-5)
+    assert_weights_files_interchange(network(DepthwiseConv2D),
+                                     network(keras.layers.DepthwiseConv2D),
+                                     random_features((1, 6, 6, 3)), tmp_path)
 
 
 def test_saved_model_reloads_with_safe_mode(tmp_path):
     inputs = keras.Input((5, 5, 3))
     model = keras.Model(inputs, DepthwiseConv2D(3, strides=2, padding="same")(inputs))
-    path = os.path.join(tmp_path, "depthwise.keras")
-    model.save(path)
-    loaded = keras.saving.load_model(path, safe_mode=True)
-    assert isinstance(loaded.layers[-1], DepthwiseConv2D)
-    x = random_features((1, 5, 5, 3))
-    np.testing.assert_allclose(to_numpy(loaded(x)), to_numpy(model(x)), rtol=1e-6)
+    assert_reloads_with_safe_mode(model, DepthwiseConv2D, random_features((1, 5, 5, 3)),
+                                  tmp_path)
