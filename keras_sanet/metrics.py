@@ -4,7 +4,7 @@ Both metrics accumulate a `(K, K)` confusion matrix (rows: label, columns:
 prediction) over every batch they see and compute their value from it, so
 the result covers the whole split and is never an average of per-batch
 scores. They subclass `keras.metrics.MeanIoU`, which owns the matrix (the
-`total_cm` variable) and its update.
+`total_cm` variable); the update is ours (see `_count_pairs`).
 
 Replicas: the matrix is a Keras metric variable, created with
 `aggregation="sum"` and `synchronization="on_read"`. Under a `tf.distribute`
@@ -19,13 +19,12 @@ multi-process data parallelism of its own on torch: with torch DDP, all-reduce
 Why two metrics and not one returning `{"mean_iou", "pixel_accuracy"}`: Keras
 3.15 does accept a compile metric whose `result()` is a dict (its logs are
 flattened, so both names print), but the saving would be one argmax and one
-scatter per batch, negligible next to the network, against a less common
+segment sum per batch, negligible next to the network, against a less common
 metric shape. Two standard metrics print `mean_iou` and `pixel_accuracy`
 from `evaluate` on any Keras 3 and can be used alone.
 """
 
 import numbers
-import warnings
 
 import keras
 import numpy as np
@@ -156,17 +155,45 @@ class _SegmentationConfusionMatrix(keras.metrics.MeanIoU):
                     f"{tuple(labels.shape)}. Resize the logits to the mask's size "
                     "before scoring (bilinear for logits, nearest for class ids)."
                 )
-        # The base class ignores `ignore_class` and any id outside 0..K-1 in
-        # the labels, then scatters the (label, prediction) pairs. Its scatter
-        # indices ask for int64, which JAX without x64 truncates (harmlessly,
-        # for a K x K matrix) with a warning on every trace: silence just that.
-        with warnings.catch_warnings():
-            warnings.filterwarnings(
-                "ignore",
-                message="Explicitly requested dtype int64",
-                category=UserWarning,
-            )
-            return super().update_state(labels, predictions, sample_weight)
+        if not self.sparse_y_pred:
+            predictions = ops.argmax(predictions, axis=-1)
+        labels = ops.reshape(ops.cast(labels, self.dtype), [-1])
+        predictions = ops.reshape(ops.cast(predictions, self.dtype), [-1])
+        weights = 1 if sample_weight is None else sample_weight
+        weights = ops.convert_to_tensor(weights, dtype=self.dtype)
+        if len(weights.shape) > 1:
+            weights = ops.reshape(weights, [-1])
+        weights = ops.broadcast_to(weights, ops.shape(labels))
+        # As Keras' MeanIoU: the ignore index and any id outside 0..K-1 (labels
+        # or predictions) count nothing.
+        num_classes = self.num_classes
+        valid = (labels >= 0) & (labels < num_classes) & (predictions >= 0) & (
+            predictions < num_classes
+        )
+        if self.ignore_class is not None:
+            valid = valid & (labels != self.ignore_class)
+        pairs = ops.where(valid, labels * num_classes + predictions, 0)
+        weights = ops.where(valid, weights, 0)
+        return self.total_cm.assign(
+            self.total_cm + ops.reshape(self._count_pairs(pairs, weights), self.total_cm.shape)
+        )
+
+    def _count_pairs(self, pairs, weights):
+        """The summed `weights` of each pair id in 0..K*K-1, in the metric's dtype.
+
+        Not Keras' MeanIoU update: its `ops.scatter` is a Python loop over the
+        pixels on PyTorch (3.4 of a 4.3 s SANet training step at 352x352,
+        benchmarks/PROFILE.md section 11). A segment sum is one kernel on
+        JAX and TensorFlow (and traces under `jit`); PyTorch's adds in float32,
+        inexact past 2**24 pixels in one cell of a batch, so there `bincount`
+        (float64 with integer weights) counts instead.
+        """
+        size = self.num_classes * self.num_classes
+        if keras.backend.backend() == "torch":
+            counts = ops.bincount(pairs, weights=weights, minlength=size)
+        else:
+            counts = ops.segment_sum(weights, pairs, num_segments=size)
+        return ops.cast(counts, self.dtype)
 
     def _float_confusion_matrix(self):
         # float32 before any sum: int32 row sums (JAX's default integer width)

@@ -122,6 +122,32 @@ def test_custom_ignore_index_and_out_of_range_labels():
     np.testing.assert_array_equal(metric.confusion_matrix(), expected)
 
 
+def test_weights_and_out_of_range_ids_count_as_in_keras_mean_iou():
+    # Our update replaces Keras' (a per-pixel Python loop on PyTorch): same matrix.
+    rng = np.random.default_rng(4)
+    masks = rng.integers(0, K + 2, size=(2, 7, 5))
+    masks[0, 0, :3] = IGNORE
+    predictions = rng.integers(-1, K + 1, size=masks.shape)  # ids outside 0..K-1 too
+    weights = rng.integers(0, 3, size=masks.shape)
+    ours = MeanIoU(K, sparse_y_pred=True)
+    keras_metric = keras.metrics.MeanIoU(
+        K, ignore_class=IGNORE, sparse_y_true=True, sparse_y_pred=True, dtype="int32"
+    )
+    for metric in (ours, keras_metric):
+        metric.update_state(masks, predictions, sample_weight=weights)
+    np.testing.assert_array_equal(
+        ours.confusion_matrix(), to_numpy(keras_metric.total_cm).astype("int64")
+    )
+
+
+def test_one_batch_counts_past_float32_precision():
+    # 2**24 + 4096 pixels of one (label, prediction) pair: float32 sums stop at 2**24.
+    masks = np.ones((1, 4097, 4096), "uint8")
+    metric = MeanIoU(K, sparse_y_pred=True)
+    metric.update_state(masks, masks)
+    assert metric.confusion_matrix()[1, 1] == 4097 * 4096
+
+
 def test_class_absent_from_labels_and_predictions_does_not_count():
     masks, logits = make_batches(num_batches=1)[0]
     masks = np.where(masks == 3, 0, masks).astype("uint8")
