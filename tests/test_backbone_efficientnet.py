@@ -13,6 +13,8 @@ from keras_sanet.backbones import efficientnet
 from keras_sanet.backbones.registry import backbone_names
 from keras_sanet.backbones.registry import build_backbone
 from keras_sanet.backbones.registry import get_backbone_spec
+from keras_sanet.layers import Conv2D
+from keras_sanet.layers import DepthwiseConv2D
 from tests.helpers import random_images
 from tests.helpers import to_numpy
 
@@ -167,6 +169,36 @@ def test_dilation_plan_halves_the_rate_of_each_first_block():
     assert plan["block6a_dwconv"] == (1, 2)
     assert plan["block6b_dwconv"] == plan["block7b_dwconv"] == (1, 4)
     assert "block3a_dwconv" not in plan
+
+
+def _set_convolution_switches(model, on):
+    """Every switch of our Conv2D / DepthwiseConv2D on (their own arithmetic) or off
+    (Keras' convolutions)."""
+    for layer in model.layers:
+        if isinstance(layer, Conv2D):
+            layer.pointwise_as_matmul = layer.filter_gradient_as_matmul = on
+        elif isinstance(layer, DepthwiseConv2D):
+            layer.depthwise_as_multiply_adds = on
+
+
+@pytest.mark.parametrize("output_stride", [8, 32])
+def test_every_convolution_is_ours_and_matches_keras(output_stride):
+    backbone = _randomize(build_backbone("efficientnetb0", output_stride=output_stride))
+    counts = {
+        cls: sum(type(layer) is cls for layer in backbone.layers)
+        for cls in (Conv2D, DepthwiseConv2D, keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
+    }
+    assert counts == {
+        Conv2D: 65, DepthwiseConv2D: 16, keras.layers.Conv2D: 0, keras.layers.DepthwiseConv2D: 0
+    }
+    images = random_images(1, 50, 42, seed=5)  # odd multiples: every padding case
+    features = {}
+    for on in (True, False):  # ours is the default on JAX only; right everywhere
+        _set_convolution_switches(backbone, on)
+        features[on] = [to_numpy(f) for f in backbone(images)]
+    # The dilated stages (rates 2 and 4 at OS8) run through the multiply-adds too.
+    for ours, theirs in zip(features[True], features[False]):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("file_format", ["keras3", "legacy_h5"])

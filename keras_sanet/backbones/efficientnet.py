@@ -74,6 +74,8 @@ from keras_sanet.backbones.registry import validate_output_stride
 from keras_sanet.backbones.weight_loading import check_weights_argument
 from keras_sanet.backbones.weight_loading import imagenet_download_error
 from keras_sanet.backbones.weight_loading import transfer_weights
+from keras_sanet.layers.conv2d import Conv2D
+from keras_sanet.layers.depthwise_conv2d import DepthwiseConv2D
 
 _IMAGENET_URL = "https://storage.googleapis.com/keras-applications/"
 
@@ -93,6 +95,11 @@ _BASE_FEATURE_CHANNELS = (24, 40, 112, 1280)
 # Stages whose last block gives C2, C3, C4; C5 is top_activation.
 _FEATURE_STAGES = (2, 3, 5)
 _DWCONV_NAME = re.compile(r"^block(\d+)([a-z])_dwconv$")
+# keras.applications' convolutions become ours: same config, variables and
+# `.weights.h5` keys (they keep Keras' class names), but JAX runs depthwise
+# convolutions as multiply-adds and 1x1 ones as matmuls (benchmarks/PROFILE.md
+# sections 7, 9 and 11), as in the ResNet and MobileNetV2 backbones.
+_OWN_LAYERS = {"Conv2D": Conv2D, "DepthwiseConv2D": DepthwiseConv2D}
 
 
 def _round_filters(filters, width_coefficient, divisor=8):
@@ -324,6 +331,15 @@ def _rename_history(node, old, new):
             _rename_history(value, old, new)
 
 
+def _use_own_layers(layer_configs):
+    """Points Keras' Conv2D and DepthwiseConv2D entries at `_OWN_LAYERS`."""
+    for layer in layer_configs:
+        own = _OWN_LAYERS.get(layer["class_name"])
+        if own is not None and layer.get("module") == "keras.layers":
+            layer["module"] = own.__module__
+            layer["registered_name"] = keras.saving.get_registered_name(own)
+
+
 def _feature_layer_names(layer_configs):
     """Names of the layers giving `[C2, C3, C4, C5]` (see the module docstring)."""
     names = []
@@ -338,6 +354,7 @@ def _dilated_config(reference, variant, output_stride, dtype):
     layer_configs = config["layers"]
     by_name = {layer["name"]: layer for layer in layer_configs}
 
+    _use_own_layers(layer_configs)
     stages = _stage_layout(layer_configs)
     for dwconv_name, (stride, rate) in dilation_plan(stages, output_stride).items():
         layer = by_name[dwconv_name]["config"]
