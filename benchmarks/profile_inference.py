@@ -573,7 +573,9 @@ def _switch_ab(args, switch, applies, what):
         convolutions = [layer for layer in model._flatten_layers() if hasattr(layer, switch)]
         for layer in convolutions:
             setattr(layer, switch, name == "on")
-        model.compile(optimizer=keras.optimizers.SGD(1e-4, momentum=0.9))
+        # The network alone, as in speed.py: SANet's default metrics ran in these
+        # A/Bs until PROFILE.md section 10 (on PyTorch, seconds of each step).
+        model.compile(optimizer=keras.optimizers.SGD(1e-4, momentum=0.9), metrics=[])
         logits = np.asarray(keras.ops.convert_to_numpy(model.predict_on_batch(images)))
         model.train_on_batch(images, labels)  # compiles
         models[name] = (model, logits)

@@ -183,7 +183,7 @@ class _SegmentationConfusionMatrix(keras.metrics.MeanIoU):
 
         Not Keras' MeanIoU update: its `ops.scatter` is a Python loop over the
         pixels on PyTorch (3.4 of a 4.3 s SANet training step at 352x352,
-        benchmarks/PROFILE.md section 11). A segment sum is one kernel on
+        benchmarks/PROFILE.md section 10). A segment sum is one kernel on
         JAX and TensorFlow (and traces under `jit`); PyTorch's adds in float32,
         inexact past 2**24 pixels in one cell of a batch, so there `bincount`
         (float64 with integer weights) counts instead.

@@ -98,7 +98,7 @@ _DWCONV_NAME = re.compile(r"^block(\d+)([a-z])_dwconv$")
 # keras.applications' convolutions become ours: same config, variables and
 # `.weights.h5` keys (they keep Keras' class names), but JAX runs depthwise
 # convolutions as multiply-adds and 1x1 ones as matmuls (benchmarks/PROFILE.md
-# sections 7, 9 and 11), as in the ResNet and MobileNetV2 backbones.
+# sections 7, 9 and 10), as in the ResNet and MobileNetV2 backbones.
 _OWN_LAYERS = {"Conv2D": Conv2D, "DepthwiseConv2D": DepthwiseConv2D}
 
 
