@@ -25,6 +25,7 @@ from `evaluate` on any Keras 3 and can be used alone.
 """
 
 import numbers
+import warnings
 
 import keras
 import numpy as np
@@ -159,7 +160,15 @@ class _SegmentationConfusionMatrix(keras.metrics.MeanIoU):
             predictions = ops.argmax(predictions, axis=-1)
         labels = ops.reshape(ops.cast(labels, self.dtype), [-1])
         predictions = ops.reshape(ops.cast(predictions, self.dtype), [-1])
-        weights = 1 if sample_weight is None else sample_weight
+        weights = 1 if sample_weight is None else ops.convert_to_tensor(sample_weight)
+        if "float" in str(getattr(weights, "dtype", "")) and "int" in self.dtype:
+            # As Keras' MeanIoU does: 0.5 would count as 0 in an integer matrix.
+            warnings.warn(
+                f"{type(self).__name__}: float `sample_weight` is cast to the "
+                f"matrix's {self.dtype}, dropping fractions. Pass integer weights, "
+                "or a float `dtype` to the metric.",
+                stacklevel=2,
+            )
         weights = ops.convert_to_tensor(weights, dtype=self.dtype)
         if len(weights.shape) > 1:
             weights = ops.reshape(weights, [-1])

@@ -140,6 +140,12 @@ def test_weights_and_out_of_range_ids_count_as_in_keras_mean_iou():
     )
 
 
+def test_float_weights_in_an_integer_matrix_warn():
+    masks, logits = make_batches(num_batches=1)[0]
+    with pytest.warns(UserWarning, match="dropping fractions"):
+        MeanIoU(K).update_state(masks, logits, sample_weight=np.full(masks.shape, 0.5))
+
+
 def test_one_batch_counts_past_float32_precision():
     # 2**24 + 4096 pixels of one (label, prediction) pair: float32 sums stop at 2**24.
     masks = np.ones((1, 4097, 4096), "uint8")
