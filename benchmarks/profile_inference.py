@@ -29,6 +29,9 @@ Only ratios measured in this one process mean anything on a shared machine.
               own gradient.
     depthwise the same A/B for MobileNetV2's depthwise convolutions: one
               multiply-add per kernel tap against `ops.depthwise_conv`.
+    channels_first  the same A/B for the convolutions that are not matmuls: a
+              channels-first view of the NHWC input (no copy on PyTorch) against
+              Keras' channels-last `ops.conv`.
 
     python benchmarks/profile_inference.py --probes unbuilt --size 64 --output-stride 32
     python benchmarks/profile_inference.py --probes layers --backbone resnet50 \
@@ -551,6 +554,20 @@ def probe_depthwise(args):
                       "depthwise convolutions run as multiply-adds")
 
 
+def probe_channels_first(args):
+    """SANet whose convolutions that are not matmuls run on a channels-first view
+    of their NHWC input against the same model on Keras' channels-last
+    `ops.conv`, which copies the input to NCHW and then to PyTorch's
+    channels-last layout (any backend but TensorFlow, whose CPU kernels have no
+    channels-first convolution; the default on PyTorch only).
+
+    `convolve_channels_first` turned off on every keras_sanet Conv2D of the
+    second model. See `_switch_ab`.
+    """
+    return _switch_ab(args, "convolve_channels_first", "runs_channels_first",
+                      "convolutions run on a channels-first view")
+
+
 def _switch_ab(args, switch, applies, what):
     """Times SANet with a keras_sanet layer switch on ("on") against off ("off").
 
@@ -613,6 +630,7 @@ PROBES = {
     "unbuilt": probe_unbuilt, "resize": probe_resize, "train_split": probe_train_split,
     "layers": probe_layers, "backward": probe_backward, "pointwise": probe_pointwise,
     "filter_gradient": probe_filter_gradient, "depthwise": probe_depthwise,
+    "channels_first": probe_channels_first,
 }
 
 

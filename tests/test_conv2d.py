@@ -45,6 +45,21 @@ FILTER_GRADIENT_CASES = {
     "1x1": ((1, 6, 6, 4), dict(filters=3, kernel_size=1), False),  # a matmul already
 }
 
+# Convolutions that see a channels-first view of their input (True) or not (False).
+CHANNELS_FIRST_CASES = {
+    "3x3_same": ((2, 7, 6, 5), dict(filters=6, kernel_size=3, padding="same"), True),
+    "3x3_stride2_same_even": ((1, 8, 6, 4), dict(filters=3, kernel_size=3, strides=2,
+                                                 padding="same"), True),  # padded unevenly
+    "7x7_stride2_same_odd_no_bias": ((1, 9, 11, 3), dict(
+        filters=4, kernel_size=7, strides=2, padding="same", use_bias=False), True),
+    "3x5_valid_dilated_relu": ((1, 9, 12, 4), dict(
+        filters=3, kernel_size=(3, 5), dilation_rate=(1, 2), activation="relu"), True),
+    "3x3_grouped": ((1, 6, 6, 4), dict(filters=4, kernel_size=3, padding="same",
+                                       groups=2), True),
+    "1x1_grouped": ((1, 6, 6, 4), dict(filters=4, kernel_size=1, groups=2), True),
+    "1x1": ((1, 6, 6, 4), dict(filters=3, kernel_size=1), False),  # a matmul already
+}
+
 
 def _twins(shape, kwargs):
     """Ours and Keras' layer with the same (non-trivial) weights."""
@@ -82,6 +97,26 @@ def test_kernel_gradient_as_matmuls_by_default_on_jax_only():
     assert layer.filter_gradient_runs_as_matmul is (backend() == "jax")
     layer.filter_gradient_as_matmul = not layer.filter_gradient_as_matmul
     assert layer.filter_gradient_runs_as_matmul is (backend() != "jax")
+
+
+@pytest.mark.skipif(backend() == "tensorflow",
+                    reason="TensorFlow's CPU kernels have no channels-first convolution")
+@pytest.mark.parametrize("case", CHANNELS_FIRST_CASES)
+def test_channels_first_view_matches_keras_conv2d(case):
+    shape, kwargs, runs_channels_first = CHANNELS_FIRST_CASES[case]
+    ours, reference, x = _twins(shape, kwargs)
+    ours.convolve_channels_first = True  # the default on PyTorch only
+    assert ours.runs_channels_first is runs_channels_first
+    assert_layer_matches(ours, reference, x)
+    assert_gradients_match(ours, reference, x)
+
+
+def test_channels_first_view_by_default_on_torch_only():
+    # Where it was measured faster (PROFILE.md section 12); the switch turns it off.
+    layer = Conv2D(3, 3, padding="same")
+    assert layer.runs_channels_first is (backend() == "torch")
+    layer.convolve_channels_first = False
+    assert not layer.runs_channels_first
 
 
 def test_mixed_bfloat16_computes_in_bfloat16_like_keras():

@@ -54,6 +54,27 @@ def test_gradients_match_keras_depthwise_conv2d(case):
     assert_gradients_match(ours, reference, x)
 
 
+@pytest.mark.skipif(backend() == "tensorflow",
+                    reason="TensorFlow's CPU kernels have no channels-first convolution")
+@pytest.mark.parametrize("case", CASES)
+def test_channels_first_view_matches_keras_depthwise_conv2d(case):
+    shape, kwargs, _ = CASES[case]
+    ours, reference, x = twin_layers(DepthwiseConv2D, keras.layers.DepthwiseConv2D, shape,
+                                     kwargs)
+    ours.depthwise_as_multiply_adds = False
+    ours.convolve_channels_first = True  # the default on PyTorch only
+    assert ours.runs_channels_first
+    assert_layer_matches(ours, reference, x)
+    assert_gradients_match(ours, reference, x)
+
+
+def test_channels_first_view_by_default_on_torch_only():
+    layer = DepthwiseConv2D(3, padding="same")
+    assert layer.runs_channels_first is (backend() == "torch")
+    layer.convolve_channels_first = False
+    assert not layer.runs_channels_first
+
+
 def test_multiply_adds_by_default_on_jax_only():
     layer = DepthwiseConv2D(3, padding="same")
     assert layer.runs_as_multiply_adds is (backend() == "jax")

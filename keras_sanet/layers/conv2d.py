@@ -10,6 +10,11 @@ transposes, the matmul on the NHWC tensor as it is).
 On JAX, a stride-1 3x3 convolution also takes its kernel gradient as matmuls,
 one per kernel tap: XLA:CPU's own took 3-4x the forward pass (section 8).
 
+On PyTorch, every other convolution is handed to `ops.conv` as a channels-first
+view of the NHWC tensor. Keras' channels-last path copies the input to NCHW and
+then to PyTorch's channels-last layout, which is the NHWC tensor's own memory;
+the view costs nothing and oneDNN reads it as it is (section 12).
+
 The class keeps Keras' name on purpose: Keras 3 `.weights.h5` files key a
 functional model's layers by class name (`conv2d_7`), so a backbone built from
 this layer reads and writes the same files as one built from
@@ -38,7 +43,9 @@ class Conv2D(keras.layers.Conv2D):
 
     On JAX, a stride-1 "same" convolution with a larger odd kernel (3x3)
     computes its kernel gradient as one matmul per kernel tap instead of XLA's
-    convolution (`filter_gradient_as_matmul`, on by default on JAX only).
+    convolution (`filter_gradient_as_matmul`, on by default on JAX only). On
+    PyTorch, the other convolutions run on a channels-first view of the input
+    (`convolve_channels_first`, on by default on PyTorch only).
 
     Args:
         *args, **kwargs: those of `keras.layers.Conv2D`.
@@ -60,6 +67,9 @@ class Conv2D(keras.layers.Conv2D):
         # convolution is 3-4x its forward pass); 0.98x on TensorFlow and 0.87x on
         # PyTorch, whose own kernel gradients are matmul-speed already.
         self.filter_gradient_as_matmul = keras.backend.backend() == "jax"
+        # Not in the config. On where it was measured faster: PyTorch (PROFILE.md
+        # section 12). TensorFlow's CPU kernels have no channels-first convolution.
+        self.convolve_channels_first = keras.backend.backend() == "torch"
 
     @property
     def runs_as_matmul(self):
@@ -87,9 +97,26 @@ class Conv2D(keras.layers.Conv2D):
             and self.data_format == "channels_last"
         )
 
+    @property
+    def runs_channels_first(self):
+        """Whether a convolution that is not a matmul sees its NHWC input as a
+        channels-first view (same memory) instead of Keras' transposed copy."""
+        return (
+            self.convolve_channels_first
+            and not self.runs_as_matmul
+            and self.data_format == "channels_last"
+        )
+
     def convolution_op(self, inputs, kernel):
         if self.filter_gradient_runs_as_matmul and spatial_sizes_known(inputs):
             return self._convolve_with_matmul_filter_gradient(inputs, kernel)
+        if self.runs_channels_first:
+            outputs = ops.conv(
+                ops.transpose(inputs, (0, 3, 1, 2)), kernel, strides=self.strides,
+                padding=self.padding, dilation_rate=self.dilation_rate,
+                data_format="channels_first",
+            )
+            return ops.transpose(outputs, (0, 2, 3, 1))
         if not self.runs_as_matmul:
             return super().convolution_op(inputs, kernel)
         row_stride, column_stride = self.strides

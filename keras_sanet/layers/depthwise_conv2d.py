@@ -7,6 +7,11 @@ channel, 25-70x slower than those multiply-adds on MobileNetV2's shapes, and
 its gradient 6-40x (benchmarks/PROFILE.md section 9). TensorFlow's and
 PyTorch's depthwise kernels are not affected.
 
+On PyTorch, `ops.depthwise_conv` gets a channels-first view of the NHWC input
+instead of Keras' two copies of it (to NCHW, then to PyTorch's channels-last
+layout, which is the NHWC tensor's own memory), as `keras_sanet.layers.Conv2D`
+does (section 12).
+
 The class keeps Keras' name on purpose, as `keras_sanet.layers.Conv2D` does:
 Keras 3 `.weights.h5` files key a functional model's layers by class name, so
 a backbone built from this layer reads and writes the same files. Its config,
@@ -27,7 +32,9 @@ class DepthwiseConv2D(keras.layers.DepthwiseConv2D):
     channels-last kernel with `depth_multiplier=1` on an input whose height
     and width are numbers when traced is computed as one multiply-add per
     kernel tap over the padded input ("same" pads as Keras does: the odd pixel
-    after), strided and dilated as asked. Everything else is Keras' own.
+    after), strided and dilated as asked. With `convolve_channels_first` (on
+    by default on PyTorch only), `ops.depthwise_conv` runs on a channels-first
+    view of the channels-last input. Everything else is Keras' own.
 
     Args:
         *args, **kwargs: those of `keras.layers.DepthwiseConv2D`.
@@ -43,6 +50,9 @@ class DepthwiseConv2D(keras.layers.DepthwiseConv2D):
         # Not in the config. On where it was measured faster: JAX (PROFILE.md
         # section 9; `profile_inference.py --probes depthwise` for the A/B).
         self.depthwise_as_multiply_adds = keras.backend.backend() == "jax"
+        # Not in the config. On PyTorch only (PROFILE.md section 12); TensorFlow's
+        # CPU kernels have no channels-first convolution.
+        self.convolve_channels_first = keras.backend.backend() == "torch"
 
     @property
     def runs_as_multiply_adds(self):
@@ -54,9 +64,32 @@ class DepthwiseConv2D(keras.layers.DepthwiseConv2D):
             and self.data_format == "channels_last"
         )
 
+    @property
+    def runs_channels_first(self):
+        """Whether `ops.depthwise_conv` sees a channels-first view of the input
+        (where the multiply-adds do not run)."""
+        return self.convolve_channels_first and self.data_format == "channels_last"
+
     def call(self, inputs):
-        if not (self.runs_as_multiply_adds and spatial_sizes_known(inputs)):
+        if self.runs_as_multiply_adds and spatial_sizes_known(inputs):
+            outputs = self._multiply_adds(inputs)
+        elif self.runs_channels_first:
+            outputs = ops.depthwise_conv(
+                ops.transpose(inputs, (0, 3, 1, 2)), self.kernel, strides=self.strides,
+                padding=self.padding, dilation_rate=self.dilation_rate,
+                data_format="channels_first",
+            )
+            outputs = ops.transpose(outputs, (0, 2, 3, 1))
+        else:
             return super().call(inputs)
+        if self.use_bias:
+            outputs = ops.add(outputs, ops.cast(self.bias, self.compute_dtype))
+        if self.activation is not None:
+            outputs = self.activation(outputs)
+        return outputs
+
+    def _multiply_adds(self, inputs):
+        """The depthwise convolution as one multiply-add per kernel tap."""
         sizes = inputs.shape[1:3]
         kernel = ops.cast(self.kernel, self.compute_dtype)  # (kh, kw, channels, 1)
         (row_stride, column_stride), (row_rate, column_rate) = self.strides, self.dilation_rate
@@ -77,8 +110,4 @@ class DepthwiseConv2D(keras.layers.DepthwiseConv2D):
                               left: left + (width - 1) * column_stride + 1: column_stride, :]
                 term = view * kernel[i, j, :, 0]
                 outputs = term if outputs is None else outputs + term
-        if self.use_bias:
-            outputs = ops.add(outputs, ops.cast(self.bias, self.compute_dtype))
-        if self.activation is not None:
-            outputs = self.activation(outputs)
         return outputs
