@@ -112,7 +112,7 @@ def test_channels_first_view_matches_keras_conv2d(case):
 
 
 def test_channels_first_view_by_default_on_torch_only():
-    # Where it was measured faster (PROFILE.md section 12); the switch turns it off.
+    # Where it was measured faster (PROFILE.md section 11); the switch turns it off.
     layer = Conv2D(3, 3, padding="same")
     assert layer.runs_channels_first is (backend() == "torch")
     layer.convolve_channels_first = False

@@ -13,7 +13,7 @@ one per kernel tap: XLA:CPU's own took 3-4x the forward pass (section 8).
 On PyTorch, every other convolution is handed to `ops.conv` as a channels-first
 view of the NHWC tensor. Keras' channels-last path copies the input to NCHW and
 then to PyTorch's channels-last layout, which is the NHWC tensor's own memory;
-the view costs nothing and oneDNN reads it as it is (section 12).
+the view costs nothing and oneDNN reads it as it is (section 11).
 
 The class keeps Keras' name on purpose: Keras 3 `.weights.h5` files key a
 functional model's layers by class name (`conv2d_7`), so a backbone built from
@@ -68,7 +68,7 @@ class Conv2D(keras.layers.Conv2D):
         # PyTorch, whose own kernel gradients are matmul-speed already.
         self.filter_gradient_as_matmul = keras.backend.backend() == "jax"
         # Not in the config. On where it was measured faster: PyTorch (PROFILE.md
-        # section 12). TensorFlow's CPU kernels have no channels-first convolution.
+        # section 11). TensorFlow's CPU kernels have no channels-first convolution.
         self.convolve_channels_first = keras.backend.backend() == "torch"
 
     @property

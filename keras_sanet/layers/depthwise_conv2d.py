@@ -10,7 +10,7 @@ PyTorch's depthwise kernels are not affected.
 On PyTorch, `ops.depthwise_conv` gets a channels-first view of the NHWC input
 instead of Keras' two copies of it (to NCHW, then to PyTorch's channels-last
 layout, which is the NHWC tensor's own memory), as `keras_sanet.layers.Conv2D`
-does (section 12).
+does (section 11).
 
 The class keeps Keras' name on purpose, as `keras_sanet.layers.Conv2D` does:
 Keras 3 `.weights.h5` files key a functional model's layers by class name, so
@@ -50,7 +50,7 @@ class DepthwiseConv2D(keras.layers.DepthwiseConv2D):
         # Not in the config. On where it was measured faster: JAX (PROFILE.md
         # section 9; `profile_inference.py --probes depthwise` for the A/B).
         self.depthwise_as_multiply_adds = keras.backend.backend() == "jax"
-        # Not in the config. On PyTorch only (PROFILE.md section 12); TensorFlow's
+        # Not in the config. On PyTorch only (PROFILE.md section 11); TensorFlow's
         # CPU kernels have no channels-first convolution.
         self.convolve_channels_first = keras.backend.backend() == "torch"
 
