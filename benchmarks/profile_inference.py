@@ -561,8 +561,8 @@ def probe_channels_first(args):
     channels-last layout (any backend but TensorFlow, whose CPU kernels have no
     channels-first convolution; the default on PyTorch only).
 
-    `convolve_channels_first` turned off on every keras_sanet Conv2D of the
-    second model. See `_switch_ab`.
+    `convolve_channels_first` turned off on every keras_sanet Conv2D and
+    DepthwiseConv2D of the second model. See `_switch_ab`.
     """
     return _switch_ab(args, "convolve_channels_first", "runs_channels_first",
                       "convolutions run on a channels-first view")

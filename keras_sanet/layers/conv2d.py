@@ -31,6 +31,19 @@ def spatial_sizes_known(inputs):
     return all(isinstance(size, int) for size in inputs.shape[1:3])
 
 
+def on_channels_first_view(convolve, inputs, kernel, **kwargs):
+    """`convolve(x, kernel, data_format="channels_first", **kwargs)` on a
+    channels-first view of the NHWC `inputs`, its output transposed back to NHWC.
+
+    On PyTorch both transposes are views of the same memory (channels-last
+    strides, which oneDNN reads as they are), where Keras' channels-last path
+    copies the input twice (benchmarks/PROFILE.md section 11).
+    """
+    outputs = convolve(ops.transpose(inputs, (0, 3, 1, 2)), kernel,
+                       data_format="channels_first", **kwargs)
+    return ops.transpose(outputs, (0, 2, 3, 1))
+
+
 @keras.saving.register_keras_serializable(package="keras_sanet")
 class Conv2D(keras.layers.Conv2D):
     """`keras.layers.Conv2D`, with a matmul for 1x1 kernels (same config and weights).
@@ -111,12 +124,10 @@ class Conv2D(keras.layers.Conv2D):
         if self.filter_gradient_runs_as_matmul and spatial_sizes_known(inputs):
             return self._convolve_with_matmul_filter_gradient(inputs, kernel)
         if self.runs_channels_first:
-            outputs = ops.conv(
-                ops.transpose(inputs, (0, 3, 1, 2)), kernel, strides=self.strides,
-                padding=self.padding, dilation_rate=self.dilation_rate,
-                data_format="channels_first",
+            return on_channels_first_view(
+                ops.conv, inputs, kernel, strides=self.strides, padding=self.padding,
+                dilation_rate=self.dilation_rate,
             )
-            return ops.transpose(outputs, (0, 2, 3, 1))
         if not self.runs_as_matmul:
             return super().convolution_op(inputs, kernel)
         row_stride, column_stride = self.strides

@@ -21,6 +21,7 @@ variables and outputs are DepthwiseConv2D's.
 import keras
 from keras import ops
 
+from keras_sanet.layers.conv2d import on_channels_first_view
 from keras_sanet.layers.conv2d import spatial_sizes_known
 
 
@@ -74,12 +75,10 @@ class DepthwiseConv2D(keras.layers.DepthwiseConv2D):
         if self.runs_as_multiply_adds and spatial_sizes_known(inputs):
             outputs = self._multiply_adds(inputs)
         elif self.runs_channels_first:
-            outputs = ops.depthwise_conv(
-                ops.transpose(inputs, (0, 3, 1, 2)), self.kernel, strides=self.strides,
+            outputs = on_channels_first_view(
+                ops.depthwise_conv, inputs, self.kernel, strides=self.strides,
                 padding=self.padding, dilation_rate=self.dilation_rate,
-                data_format="channels_first",
             )
-            outputs = ops.transpose(outputs, (0, 2, 3, 1))
         else:
             return super().call(inputs)
         if self.use_bias:
