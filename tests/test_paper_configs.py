@@ -152,9 +152,9 @@ def test_validation_can_be_switched_off():
 
 @pytest.mark.parametrize("accelerators", [0, 1, 4])
 def test_auto_distribution(monkeypatch, accelerators):
-    from keras_sanet.training import trainer
+    from keras_sanet import devices
 
-    monkeypatch.setattr(trainer, "_accelerator_count", lambda backend: accelerators)
+    monkeypatch.setattr(devices, "accelerator_count", lambda backend: accelerators)
     several = {"tensorflow": "mirrored", "jax": "data_parallel", "torch": "none"}[backend()]
     if accelerators > 1 and backend() == "torch":
         with pytest.warns(UserWarning, match="trains on one device"):

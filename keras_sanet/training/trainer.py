@@ -8,6 +8,7 @@ import warnings
 import keras
 import numpy as np
 
+from keras_sanet import devices
 from keras_sanet.training.backup import TrainingBackup
 from keras_sanet.training.backup import read_backup_epoch
 from keras_sanet.training.best_checkpoint import BestCheckpoint
@@ -32,24 +33,6 @@ SCHEDULE_KEYS = (
 )
 
 
-def _accelerator_count(backend):
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return len(tf.config.list_logical_devices("GPU")) + len(
-            tf.config.list_logical_devices("TPU")
-        )
-    if backend == "jax":
-        import jax
-
-        return len([d for d in jax.local_devices() if d.platform != "cpu"])
-    if backend == "torch":
-        import torch
-
-        return torch.cuda.device_count() if torch.cuda.is_available() else 0
-    return 0
-
-
 def resolve_distribution(kind):
     """`"auto"` -> the distribution this backend and machine call for; other kinds unchanged.
 
@@ -65,7 +48,7 @@ def resolve_distribution(kind):
     if kind != "auto":
         return kind
     backend = keras.backend.backend()
-    count = _accelerator_count(backend)
+    count = devices.accelerator_count(backend)
     if count > 1 and backend == "tensorflow":
         return "mirrored"
     if count > 1 and backend == "jax":
