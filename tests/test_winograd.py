@@ -1,0 +1,40 @@
+"""keras_sanet.layers.winograd: F(2x2, 3x3) equals the direct 3x3 convolution."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_sanet.layers.winograd import winograd_conv3x3
+from tests.helpers import random_features
+from tests.helpers import to_numpy
+
+# (input shape, dilation rate): whole tiles, sizes padded to whole tiles,
+# an image smaller than one tile, dilations (even rows and columns apart).
+CASES = {
+    "8x8": ((2, 8, 8, 5), (1, 1)),
+    "odd_7x5": ((1, 7, 5, 3), (1, 1)),
+    "1x1_image": ((1, 1, 1, 4), (1, 1)),
+    "dilated_2_odd_9x13": ((2, 9, 13, 3), (2, 2)),
+    "dilated_4_16x12": ((1, 16, 12, 4), (4, 4)),
+    "dilated_4_3x2_image": ((1, 3, 2, 3), (4, 4)),
+    "dilated_1_3": ((1, 5, 11, 3), (1, 3)),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_matches_direct_convolution(case):
+    shape, rates = CASES[case]
+    x = random_features(shape)
+    kernel = random_features((3, 3, shape[-1], 6), seed=1)
+    expected = to_numpy(keras.ops.conv(x, kernel, padding="same", dilation_rate=rates))
+    outputs = to_numpy(winograd_conv3x3(keras.ops.convert_to_tensor(x),
+                                        keras.ops.convert_to_tensor(kernel), rates))
+    assert outputs.shape == expected.shape
+    # float32 rounding of the transforms: relative to the largest output.
+    np.testing.assert_allclose(outputs, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+
+
+def test_int_dilation_rate_is_both_axes():
+    x, kernel = random_features((1, 6, 6, 2)), random_features((3, 3, 2, 2), seed=1)
+    np.testing.assert_array_equal(to_numpy(winograd_conv3x3(x, kernel, 2)),
+                                  to_numpy(winograd_conv3x3(x, kernel, (2, 2))))
