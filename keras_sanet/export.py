@@ -21,6 +21,7 @@ export, whose artifact `load_exported` runs one image at a time. A preset or
 a `.keras` file loads on every backend, so any format can be had on one.
 """
 
+import contextlib
 import importlib.util
 import os
 
@@ -192,11 +193,33 @@ def export_model(model, path, format, input_size=None):
         kwargs["jax2tf_kwargs"] = {"with_gradient": False}
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
-    model.export(
-        str(path), format=KERAS_FORMATS[format], input_signature=signature,
-        verbose=False, **kwargs,
-    )
+    with plain_convolutions(model):
+        model.export(
+            str(path), format=KERAS_FORMATS[format], input_signature=signature,
+            verbose=False, **kwargs,
+        )
     return path
+
+
+@contextlib.contextmanager
+def plain_convolutions(model):
+    """Within it, `model`'s keras_sanet Conv2D layers trace plain convolutions.
+
+    Their Winograd F(2x2, 3x3) (on CPUs, keras_sanet.layers.Conv2D) stays
+    out of exported graphs: TensorFlow's graph optimiser, LiteRT and
+    onnxruntime pick their own convolution algorithms for the machine that
+    runs the artifact, and converters know convolutions better than 16
+    matmuls between slices.
+    """
+    layers = [layer for layer in model._flatten_layers() if hasattr(layer, "winograd")]
+    saved = [layer.winograd for layer in layers]
+    for layer in layers:
+        layer.winograd = False
+    try:
+        yield
+    finally:
+        for layer, winograd in zip(layers, saved):
+            layer.winograd = winograd
 
 
 def exported_size(path):

@@ -60,10 +60,34 @@ CHANNELS_FIRST_CASES = {
     "1x1": ((1, 6, 6, 4), dict(filters=3, kernel_size=1), False),  # a matmul already
 }
 
+# Convolutions Winograd F(2x2, 3x3) can compute (True) or not (False).
+WINOGRAD_CASES = {
+    "3x3_same": ((2, 7, 6, 5), dict(filters=6, kernel_size=3, padding="same"), True),
+    "3x3_same_dilated_2_relu_no_bias": ((1, 9, 8, 4), dict(
+        filters=3, kernel_size=3, padding="same", dilation_rate=2, activation="relu",
+        use_bias=False), True),
+    "3x3_same_dilated_1_4": ((1, 6, 10, 4), dict(
+        filters=3, kernel_size=3, padding="same", dilation_rate=(1, 4)), True),
+    "3x3_valid": ((1, 6, 6, 4), dict(filters=3, kernel_size=3), False),
+    "3x3_stride2_same": ((1, 7, 6, 4), dict(filters=3, kernel_size=3, strides=2,
+                                            padding="same"), False),
+    "5x5_same": ((1, 6, 6, 4), dict(filters=3, kernel_size=5, padding="same"), False),
+    "3x3_grouped": ((1, 6, 6, 4), dict(filters=4, kernel_size=3, padding="same",
+                                       groups=2), False),
+    "1x1": ((1, 6, 6, 4), dict(filters=3, kernel_size=1), False),
+}
+
 
 def _twins(shape, kwargs):
     """Ours and Keras' layer with the same (non-trivial) weights."""
     return twin_layers(Conv2D, keras.layers.Conv2D, shape, kwargs)
+
+
+def _winograd_at_any_size(layer):
+    """Winograd on, whatever the (tiny) test sizes: the default depends on the
+    machine and skips small convolutions; the algorithm is right everywhere."""
+    layer.winograd = True
+    layer.winograd_min_pixels = layer.winograd_min_channels = 0
 
 
 @pytest.mark.parametrize("case", CASES)
@@ -117,6 +141,77 @@ def test_channels_first_view_by_default_on_torch_only():
     assert layer.runs_channels_first is (backend() == "torch")
     layer.convolve_channels_first = False
     assert not layer.runs_channels_first
+
+
+@pytest.mark.parametrize("case", WINOGRAD_CASES)
+def test_winograd_matches_keras_conv2d(case):
+    shape, kwargs, winograd_applies = WINOGRAD_CASES[case]
+    ours, reference, x = _twins(shape, kwargs)
+    _winograd_at_any_size(ours)
+    assert ours.winograd_applies is winograd_applies
+    assert ours.runs_winograd(x) is winograd_applies
+    expected = to_numpy(reference(x))
+    np.testing.assert_allclose(to_numpy(ours(x)), expected, rtol=0,
+                               atol=1e-5 * np.abs(expected).max())
+    assert_gradients_match(ours, reference, x, atol=1e-5, atol_of_largest=True)
+
+
+@pytest.mark.parametrize("accelerators", [0, 1])
+def test_winograd_by_default_where_no_gpu_or_tpu_is_visible(monkeypatch, accelerators):
+    # Measured faster on CPUs (PROFILE.md section 12), not measured beside a GPU;
+    # the switch turns it either way.
+    from keras_sanet import devices
+
+    monkeypatch.setattr(devices, "accelerator_count", lambda: accelerators)
+    layer = Conv2D(64, 3, padding="same")
+    x = keras.KerasTensor((1, 32, 32, 64))  # the smallest convolution it takes
+    assert layer.runs_winograd(x) is (accelerators == 0)
+    layer.winograd = not layer.winograd
+    assert layer.runs_winograd(x) is (accelerators != 0)
+
+
+@pytest.mark.parametrize("shape, filters", [
+    ((1, 31, 33, 64), 64),  # 1023 pixels
+    ((1, 32, 32, 63), 64),
+    ((1, 32, 32, 64), 63),
+])
+def test_winograd_skips_small_convolutions(shape, filters):
+    # Below 32x32 pixels or 64 channels in or out the transforms cost more than
+    # they save (PROFILE.md section 12).
+    layer = Conv2D(filters, 3, padding="same")
+    layer.winograd = True
+    assert not layer.runs_winograd(keras.KerasTensor(shape))
+    assert layer.runs_winograd(keras.KerasTensor((2, 32, 32, 64))) is (filters == 64)
+
+
+def test_winograd_in_a_model_of_unknown_image_size_matches_keras():
+    # TensorFlow's symbolic call has no height or width: Keras' convolution there;
+    # predict and a training step trace with the batch's own sizes, one of them odd.
+    def network(conv_class):
+        inputs = keras.Input((None, None, 3))
+        outputs = conv_class(4, 3, padding="same", dilation_rate=2)(inputs)
+        return keras.Model(inputs, outputs)
+
+    ours, reference = network(Conv2D), network(keras.layers.Conv2D)
+    _winograd_at_any_size(ours.layers[1])
+    reference.set_weights(ours.get_weights())
+    for model in (ours, reference):
+        model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    for shape in [(2, 8, 8, 3), (1, 9, 6, 3)]:
+        x, y = random_features(shape), random_features(shape[:3] + (4,), seed=3)
+        expected = reference.predict_on_batch(x)
+        np.testing.assert_allclose(ours.predict_on_batch(x), expected, rtol=0,
+                                   atol=1e-5 * np.abs(expected).max())
+        np.testing.assert_allclose(ours.train_on_batch(x, y), reference.train_on_batch(x, y),
+                                   rtol=1e-5)
+        for weight, expected in zip(ours.get_weights(), reference.get_weights()):
+            np.testing.assert_allclose(weight, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_winograd_is_float32_only():
+    layer = Conv2D(3, 3, padding="same", dtype="mixed_bfloat16")
+    layer.winograd = True
+    assert layer.winograd_shape and not layer.winograd_applies
 
 
 def test_mixed_bfloat16_computes_in_bfloat16_like_keras():

@@ -174,3 +174,19 @@ def test_cli_errors_name_the_fix(setup, tmp_path, capsys):
     format = _cheapest_format()
     assert cli.main(argv[:1] + ["--format", format, "--output", FILE_NAMES[format]]) == 2
     assert "Give exactly one model" in capsys.readouterr().err
+
+
+def test_exports_trace_plain_convolutions_and_keep_the_model_s_switches(setup):
+    # Winograd F(2x2, 3x3) stays out of artifacts (their runtimes pick their
+    # own algorithms); the model in memory keeps what it had.
+    model = setup["model"]
+    layers = [layer for layer in model._flatten_layers() if hasattr(layer, "winograd")]
+    assert any(layer.winograd_applies for layer in layers)
+    before = [layer.winograd for layer in layers]
+    for layer in layers:
+        layer.winograd = True
+    with export.plain_convolutions(model):
+        assert not any(layer.winograd for layer in layers)
+    assert all(layer.winograd for layer in layers)
+    for layer, winograd in zip(layers, before):
+        layer.winograd = winograd

@@ -15,6 +15,10 @@ view of the NHWC tensor. Keras' channels-last path copies the input to NCHW and
 then to PyTorch's channels-last layout, which is the NHWC tensor's own memory;
 the view costs nothing and oneDNN reads it as it is (section 11).
 
+On a machine without GPUs or TPUs, a float32 stride-1 "same" 3x3 convolution
+runs as Winograd's F(2x2, 3x3) (`keras_sanet.layers.winograd`), in inference
+and training: 2.25x fewer multiply-adds, as 16 matmuls (section 12).
+
 The class keeps Keras' name on purpose: Keras 3 `.weights.h5` files key a
 functional model's layers by class name (`conv2d_7`), so a backbone built from
 this layer reads and writes the same files as one built from
@@ -23,6 +27,14 @@ this layer reads and writes the same files as one built from
 
 import keras
 from keras import ops
+
+from keras_sanet import devices
+from keras_sanet.layers.winograd import winograd_conv3x3
+
+
+# Winograd F(2x2, 3x3) from these sizes up (`Conv2D.runs_winograd`).
+WINOGRAD_MIN_PIXELS = 32 * 32
+WINOGRAD_MIN_CHANNELS = 64
 
 
 def spatial_sizes_known(inputs):
@@ -58,7 +70,9 @@ class Conv2D(keras.layers.Conv2D):
     computes its kernel gradient as one matmul per kernel tap instead of XLA's
     convolution (`filter_gradient_as_matmul`, on by default on JAX only). On
     PyTorch, the other convolutions run on a channels-first view of the input
-    (`convolve_channels_first`, on by default on PyTorch only).
+    (`convolve_channels_first`, on by default on PyTorch only). With `winograd`
+    (on by default where no GPU or TPU is visible), float32 stride-1 "same" 3x3
+    convolutions run as Winograd F(2x2, 3x3) (`keras_sanet.layers.winograd`).
 
     Args:
         *args, **kwargs: those of `keras.layers.Conv2D`.
@@ -83,6 +97,49 @@ class Conv2D(keras.layers.Conv2D):
         # Not in the config. On where it was measured faster: PyTorch (PROFILE.md
         # section 11). TensorFlow's CPU kernels have no channels-first convolution.
         self.convolve_channels_first = keras.backend.backend() == "torch"
+        # Not in the config. On where it was measured faster, CPUs (PROFILE.md
+        # section 12: SANet-R50's inference and training step on all three
+        # backends). Not measured on GPUs, where cuDNN picks its own algorithms,
+        # Winograd among them.
+        self.winograd = devices.accelerator_count() == 0
+        # Below these sizes the transforms' many small ops cost more than the
+        # multiplies saved: SANet-MobileNetV2's heads at 22x22 ran 0.90x on
+        # TensorFlow, while 32x32 maps of 2048 channels ran 1.45x (section 12).
+        self.winograd_min_pixels = WINOGRAD_MIN_PIXELS
+        self.winograd_min_channels = WINOGRAD_MIN_CHANNELS
+
+    @property
+    def winograd_shape(self):
+        """Whether this convolution's shape allows Winograd F(2x2, 3x3): a
+        stride-1, "same"-padded, single-group, channels-last 3x3 (any dilation)."""
+        return (
+            tuple(self.kernel_size) == (3, 3)
+            and tuple(self.strides) == (1, 1)
+            and self.padding == "same"
+            and self.groups == 1
+            and self.data_format == "channels_last"
+        )
+
+    @property
+    def winograd_applies(self):
+        """`winograd_shape`, computing in float32 (bfloat16's rounding of the
+        transforms was not measured)."""
+        return self.winograd_shape and self.compute_dtype == "float32"
+
+    def winograd_takes(self, inputs):
+        """Whether Winograd F(2x2, 3x3) would run on `inputs` (switched on, in
+        float32): a `winograd_shape` kernel on inputs of known height and width,
+        at least `winograd_min_pixels` of them, with at least
+        `winograd_min_channels` channels in and out."""
+        if not (self.winograd_shape and spatial_sizes_known(inputs)):
+            return False
+        height, width, channels = inputs.shape[1:]
+        return (height * width >= self.winograd_min_pixels
+                and min(channels, self.filters) >= self.winograd_min_channels)
+
+    def runs_winograd(self, inputs):
+        """Whether the convolution of `inputs` is Winograd F(2x2, 3x3)'s."""
+        return self.winograd and self.winograd_applies and self.winograd_takes(inputs)
 
     @property
     def runs_as_matmul(self):
@@ -121,6 +178,8 @@ class Conv2D(keras.layers.Conv2D):
         )
 
     def convolution_op(self, inputs, kernel):
+        if self.runs_winograd(inputs):
+            return winograd_conv3x3(inputs, kernel, self.dilation_rate)
         if self.filter_gradient_runs_as_matmul and spatial_sizes_known(inputs):
             return self._convolve_with_matmul_filter_gradient(inputs, kernel)
         if self.runs_channels_first:
