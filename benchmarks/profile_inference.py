@@ -568,8 +568,78 @@ def probe_channels_first(args):
                       "convolutions run on a channels-first view")
 
 
+def probe_winograd(args):
+    """SANet whose float32 stride-1 "same" 3x3 convolutions run as Winograd
+    F(2x2, 3x3) against the same model on the backend's convolutions (any
+    backend; the default where no GPU or TPU is visible).
+
+    `winograd` turned off on every keras_sanet Conv2D of the second model.
+    See `_switch_ab`.
+    """
+    return _switch_ab(args, "winograd", "winograd_applies",
+                      "convolutions are float32 stride-1 3x3 (those of at least 32x32 "
+                      "pixels and 64 channels run as Winograd F(2x2, 3x3))")
+
+
+def probe_winograd_layers(args):
+    """Every distinct convolution that Winograd F(2x2, 3x3) takes in SANet's
+    training pass, timed alone with its `winograd` switch off and on in turn:
+    the forward pass, and forward + backward (the gradients of the input and
+    the weights of `sum(outputs * random cotangents)`), compiled as in the
+    `backward` probe (any backend; wall time, best of `--repeats` per round).
+    """
+    compile_fn, wait = _compiler(args.jit_compile)
+    make_backward = _backward_compiler(args.jit_compile)
+    rng = np.random.default_rng(0)
+    shape = (1, args.size, args.size, 3)
+    model = _probe_sanet(args, shape)
+    distinct = {}
+    for layer, spec, call_args, call_kwargs, flops in _recorded_calls(model, shape, True):
+        if getattr(layer, "winograd_applies", False) and layer.winograd_takes(spec):
+            key = (spec.shape, layer.filters, tuple(layer.dilation_rate))
+            distinct.setdefault(key, (layer, spec, flops))
+    log(f"SANet {args.backbone} OS{args.output_stride} {args.size}x{args.size}: "
+        f"{len(distinct)} distinct convolutions Winograd F(2x2, 3x3) takes")
+    log("  | input | filters | dilation | forward ms, off -> on | speed-up "
+        "| forward + backward ms, off -> on | speed-up |")
+    log("  | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    rows = []
+    for (input_shape, filters, rates), (layer, spec, flops) in distinct.items():
+        inputs = spec.random(rng)
+        cotangents = _TensorSpec(layer.compute_output_spec(inputs)).random(rng)
+        timed = {}
+        for winograd in (False, True):
+            # Each state compiles its own functions (a trace reads the switch).
+            layer.winograd = winograd
+            forward = compile_fn(layer.call)
+            backward = make_backward(layer, layer.call)
+            wait(forward(inputs)), wait(backward(inputs, cotangents))
+            timed[winograd] = (forward, backward)
+        seconds = {(w, part): [] for w in (False, True) for part in (0, 1)}
+        for _ in range(args.rounds):
+            for winograd, functions in timed.items():
+                layer.winograd = winograd  # PyTorch reads it at every call
+                seconds[winograd, 0].append(best_and_median(
+                    lambda: wait(functions[0](inputs)), args.repeats)[0])
+                seconds[winograd, 1].append(best_and_median(
+                    lambda: wait(functions[1](inputs, cotangents)), args.repeats)[0])
+        layer.winograd = True
+        best = {key: min(values) for key, values in seconds.items()}
+        row = dict(input=list(input_shape), filters=filters, dilation=list(rates),
+                   flops=flops, forward_s=(best[False, 0], best[True, 0]),
+                   backward_s=(best[False, 1], best[True, 1]))
+        rows.append(row)
+        log(f"  | {'x'.join(map(str, input_shape[1:]))} | {filters} | {rates[0]} | "
+            f"{1e3 * best[False, 0]:.1f} -> {1e3 * best[True, 0]:.1f} | "
+            f"{best[False, 0] / best[True, 0]:.2f}x | {1e3 * best[False, 1]:.1f} -> "
+            f"{1e3 * best[True, 1]:.1f} | {best[False, 1] / best[True, 1]:.2f}x |")
+    return rows
+
+
 def _switch_ab(args, switch, applies, what):
     """Times SANet with a keras_sanet layer switch on ("on") against off ("off").
+
+    `switch`: an attribute name, or a tuple of names set together.
 
     Two SANets with the same seed and weights. After an untimed round, each round times
     `predict_on_batch` and `train_on_batch` of one model, then of the other, so
@@ -587,9 +657,12 @@ def _switch_ab(args, switch, applies, what):
         keras.utils.set_random_seed(0)
         model = _probe_sanet(args, shape)
         # keras_sanet's Conv2D or DepthwiseConv2D, whichever has the switch.
-        convolutions = [layer for layer in model._flatten_layers() if hasattr(layer, switch)]
+        switches = (switch,) if isinstance(switch, str) else switch
+        convolutions = [layer for layer in model._flatten_layers()
+                        if hasattr(layer, switches[0])]
         for layer in convolutions:
-            setattr(layer, switch, name == "on")
+            for attribute in switches:
+                setattr(layer, attribute, name == "on")
         # The network alone, as in speed.py: SANet's default metrics ran in these
         # A/Bs until PROFILE.md section 10 (on PyTorch, seconds of each step).
         model.compile(optimizer=keras.optimizers.SGD(1e-4, momentum=0.9), metrics=[])
@@ -612,7 +685,7 @@ def _switch_ab(args, switch, applies, what):
                     seconds[name][part].append(time.perf_counter() - start)
     backend = keras.backend.backend()
     log(f"{backend}: SANet {args.backbone} OS{args.output_stride} {args.size}x{args.size} "
-        f"batch {args.batch}, {count} of {len(convolutions)} {what} ({switch}); "
+        f"batch {args.batch}, {count} of {len(convolutions)} {what} ({' + '.join(switches)}); "
         f"logits max |difference| {np.abs(logits - reference).max():.2e} "
         f"(largest |logit| {np.abs(reference).max():.1f})")
     result = {}
@@ -620,7 +693,7 @@ def _switch_ab(args, switch, applies, what):
         before = np.asarray(seconds["off"][part])
         after = np.asarray(seconds["on"][part])
         result[part] = float(np.median(before) / np.median(after))
-        log(f"  {part}: {switch}=False {np.median(before):.2f} s, True {np.median(after):.2f} s "
+        log(f"  {part}: {' + '.join(switches)}=False {np.median(before):.2f} s, True {np.median(after):.2f} s "
             f"(medians of {args.repeats}); speed-up {result[part]:.2f}x, per round "
             + ", ".join(f"{r:.2f}x" for r in before / after))
     return result
@@ -630,7 +703,8 @@ PROBES = {
     "unbuilt": probe_unbuilt, "resize": probe_resize, "train_split": probe_train_split,
     "layers": probe_layers, "backward": probe_backward, "pointwise": probe_pointwise,
     "filter_gradient": probe_filter_gradient, "depthwise": probe_depthwise,
-    "channels_first": probe_channels_first,
+    "channels_first": probe_channels_first, "winograd": probe_winograd,
+    "winograd_layers": probe_winograd_layers,
 }
 
 

@@ -349,6 +349,14 @@ def layer_compute_dtypes(model):
     return {name: sorted(dtypes) for name, dtypes in seen.items()}
 
 
+def runs_winograd(model):
+    """Whether the model's convolutions run as Winograd F(2x2, 3x3) where it
+    takes them (keras_sanet's Conv2D: on where no GPU or TPU is visible, in
+    float32, on large enough inputs: `flops.winograd_flops` counts those)."""
+    return any(getattr(layer, "winograd_applies", False) and layer.winograd
+               for layer in model._flatten_layers())
+
+
 def _exported_predictor(model, export_format, folder, input_size, result):
     """The model exported with keras_sanet.export, as a callable NHWC float32 -> logits.
 
@@ -410,6 +418,8 @@ def run_job(job):
         dtype_policy=model.dtype_policy.name,
         compute_dtypes=layer_compute_dtypes(model),
         peak_dtype=peak_dtype,
+        # Exports trace plain convolutions (keras_sanet.export.plain_convolutions).
+        winograd=not job.get("export") and runs_winograd(model),
     )
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, (job["batch"], *input_size, 3)).astype("float32")
@@ -443,11 +453,15 @@ def run_job(job):
     log(f"{name}: peak RSS {result['peak_rss_mb']:.0f} MB")
     if job["count_flops"]:
         from flops import count_flops
+        from flops import winograd_flops
 
         start = time.perf_counter()
         result["flops_per_image"] = count_flops(model, (1, *input_size, 3))
         # The training forward pass can do more (SANet's auxiliary head runs only there).
         result["train_flops_per_image"] = count_flops(model, (1, *input_size, 3), training=True)
+        # Of those, the convolutions Winograd F(2x2, 3x3) takes (their executed
+        # multiplies are fewer where a row runs it: `executed_flops`).
+        result["winograd_flops_per_image"] = winograd_flops(model, (1, *input_size, 3))
         result["count_flops_s"] = time.perf_counter() - start
         log(f"{name}: {result['flops_per_image'] / 1e9:.4g} GFLOPs per image, training "
             f"forward {result['train_flops_per_image'] / 1e9:.4g}")
@@ -574,6 +588,8 @@ def derive(rows, pipelines):
     train_flops = {
         r["model"]: r["train_flops_per_image"] for r in rows if r.get("train_flops_per_image")
     }
+    winograd_flops = {r["model"]: r["winograd_flops_per_image"] for r in rows
+                      if r.get("winograd_flops_per_image") is not None}
     peers = {
         _pairing_key(r): r
         for r in rows
@@ -599,6 +615,11 @@ def derive(rows, pipelines):
                     row["flops_per_image"] * row["batch"] / seconds / 1e9 / peak
                     for seconds, peak in zip(row["infer"]["seconds"], beside)
                 )
+            executed = executed_flops(row, winograd_flops)
+            if executed is not None:
+                row["executed_flops_per_image"] = executed
+                row["executed_fraction_of_peak"] = (
+                    _peak_fraction(row) * executed / row["flops_per_image"])
         if "train" in row:
             # One training step against one inference of the same batch: the median of
             # the ratios of calls timed in turn when there are as many of each.
@@ -660,6 +681,20 @@ def _other_variants(verdicts, best):
     return "; other variants: " + ", ".join(others) if others else ""
 
 
+def executed_flops(row, winograd_flops):
+    """The row's inference FLOPs per image as executed: the counted (direct
+    convolution) FLOPs, less what Winograd F(2x2, 3x3) saves on the layers it
+    runs. None where the row's Winograd use or those layers' FLOPs are unknown."""
+    from flops import WINOGRAD_MULTIPLY_FRACTION
+
+    shaped = winograd_flops.get(row["model"])
+    if shaped is None or "winograd" not in row:
+        return None
+    if not row["winograd"]:
+        return row["flops_per_image"]
+    return row["flops_per_image"] - (1 - WINOGRAD_MULTIPLY_FRACTION) * shaped
+
+
 def _peak_fraction(row):
     """The row's fraction of peak that goal (a) is judged on: paired when measured."""
     return row.get("fraction_of_matmul_peak_paired", row.get("fraction_of_matmul_peak"))
@@ -682,12 +717,20 @@ def goals(rows):
             f"{best['fraction_of_matmul_peak']:.1%}, "
             if paired else ""
         )
+        executed = ""
+        if best.get("executed_flops_per_image", best["flops_per_image"]) < best["flops_per_image"]:
+            executed = (
+                " FLOPs are counted as direct convolutions; this row runs "
+                f"{1 - best['executed_flops_per_image'] / best['flops_per_image']:.0%} fewer "
+                "(Winograd F(2x2, 3x3) on its stride-1 3x3 convolutions): of the "
+                f"multiply-adds it executes, {best['executed_fraction_of_peak']:.1%} of peak."
+            )
         lines.append(
             f"(a) SANet-ResNet-50 OS8 inference at >= {GOAL_PEAK_FRACTION:.0%} of the measured "
             f"matmul peak on the best backend and variant: {verdict}; best "
             f"{_peak_fraction(best):.1%} ({best['backend']}, {best['variant']}, "
             f"batch {best['batch']}: {how}{best['gflops_per_second']:.1f} of "
-            f"{best['scored_peak_gflops']:.1f} {best['peak_dtype']} GFLOP/s)."
+            f"{best['scored_peak_gflops']:.1f} {best['peak_dtype']} GFLOP/s).{executed}"
         )
     else:
         lines.append(f"(a) matmul-peak fraction: not measured ({SANET_OS8} not run).")
@@ -749,8 +792,8 @@ def _compute_dtype_cell(row):
 TABLE_HEADER = (
     "backend", "model", "variant", "compute dtype", "input", "batch", "OS", "images/s",
     "ms/image", "train step s", "train/infer", "train/infer per FLOP", "peak RSS MB",
-    "GFLOPs/image", "GFLOP/s", "% matmul peak", "% peak paired", "vs DeepLabV3",
-    "pipeline/train",
+    "GFLOPs/image", "GFLOP/s", "% matmul peak", "% peak paired", "executed GFLOPs/image",
+    "% peak paired, executed", "vs DeepLabV3", "pipeline/train",
 )
 
 
@@ -796,7 +839,12 @@ def markdown(rows, pipelines, toy):
             _cell(row.get("train_over_infer"), ".2f"),
             _cell(row.get("train_over_infer_per_flop"), ".2f"), _cell(row["peak_rss_mb"], ".0f"),
             _cell(flops and flops / 1e9, ".4g"), _cell(row.get("gflops_per_second"), ".3g"),
-            of_peak, of_peak_paired, vs_peer or "—", _cell(row.get("pipeline_over_train"), ".2f"),
+            of_peak, of_peak_paired,
+            _cell(row.get("executed_flops_per_image") and row["executed_flops_per_image"] / 1e9,
+                  ".4g"),
+            _cell(row.get("executed_fraction_of_peak") and 100 * row["executed_fraction_of_peak"],
+                  ".1f"),
+            vs_peer or "—", _cell(row.get("pipeline_over_train"), ".2f"),
         )
         lines.append("| " + " | ".join(map(str, cells)) + " |")
 
@@ -809,7 +857,11 @@ def markdown(rows, pipelines, toy):
         "the whole measurement in the child process; "
         "% peak paired: each timed call's GFLOP/s over the best matmul timed right before "
         "or after it, median of the calls (the host's throughput can move for seconds at a "
-        "time; goal (a) is judged on the paired figure)."
+        "time; goal (a) is judged on the paired figure). "
+        "GFLOPs count every convolution as a direct one; executed GFLOPs count 4/9 of "
+        "them for the stride-1 3x3 convolutions a row runs as Winograd F(2x2, 3x3) "
+        "(keras_sanet.layers.Conv2D on CPUs, exports excepted), and % peak paired, "
+        "executed scores those."
     )
     peaks = {}
     for row in rows:

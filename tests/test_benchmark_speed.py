@@ -108,6 +108,45 @@ def test_flops_of_the_training_forward_pass_count_training_only_layers():
     assert (keras.ops.convert_to_numpy(model.norm.moving_mean) == moving_mean).all()
 
 
+def test_winograd_flops_count_the_convolutions_winograd_takes():
+    from flops import winograd_flops
+
+    from keras_sanet.layers import Conv2D
+
+    inputs = keras.Input((32, 32, 64))
+    x = Conv2D(64, 3, padding="same", dilation_rate=2)(inputs)  # taken
+    x = Conv2D(32, 3, padding="same")(x)  # 32 filters: too few
+    x = Conv2D(64, 3, strides=2, padding="same")(x)  # strided: not
+    x = Conv2D(64, 3, padding="same")(x)  # 16x16 pixels: too few
+    x = keras.layers.Conv2D(64, 3, padding="same")(x)  # Keras' own: not
+    model = keras.Model(inputs, Conv2D(2, 1)(x))  # a matmul: not
+    taken = 2 * 32 * 32 * 64 * 9 * 64
+    assert winograd_flops(model, (1, 32, 32, 64)) == taken
+    assert count_flops(model, (1, 32, 32, 64)) == taken + 2 * 9 * (
+        32 * 32 * 32 * 64 + 16 * 16 * 64 * 32 + 2 * 16 * 16 * 64 * 64) + 2 * 16 * 16 * 2 * 64
+
+
+@pytest.mark.parametrize("runs_winograd", [True, False])
+def test_executed_flops_take_out_what_winograd_saves(runs_winograd):
+    # 2 GFLOPs counted, 0.9 of them Winograd-shaped: run as Winograd, 4/9 of
+    # those 0.9 execute, 1.5 GFLOPs in all; 80 % of peak counted is 60 % executed.
+    row = _fake_row(speed.SANET_OS8, 40.0, 0.1, 8, flops_per_image=2e9,
+                    winograd_flops_per_image=0.9e9,
+                    winograd=runs_winograd)
+    row["infer"] |= {"seconds": [0.025], "peak_gflops_beside": [100.0]}
+    speed.derive([row], [])
+    assert row["fraction_of_matmul_peak_paired"] == pytest.approx(0.8)
+    executed = 1.5e9 if runs_winograd else 2e9
+    assert row["executed_flops_per_image"] == pytest.approx(executed)
+    assert row["executed_fraction_of_peak"] == pytest.approx(0.8 * executed / 2e9)
+    (line,) = [g for g in speed.goals([row]) if g.startswith("(a)")]
+    assert "best 80.0%" in line  # judged on counted FLOPs, the executed figure beside
+    assert ("25% fewer" in line and "60.0% of peak" in line) is runs_winograd
+    table = speed.markdown([row], [], toy=False)
+    assert "| executed GFLOPs/image | % peak paired, executed |" in table
+    assert ("| 1.5 | 60.0 |" if runs_winograd else "| 2 | 80.0 |") in table
+
+
 def _fake_row(model, images_per_second, train_s, output_stride, **extra):
     """A measured row as a child reports it (default variant unless `extra` says otherwise)."""
     batch = 1
@@ -443,6 +482,11 @@ def test_speed_toy_run_prints_a_table_and_writes_json(tmp_path):
         assert len(row["infer"]["peak_gflops_beside"]) == len(row["infer"]["seconds"])
         assert row["fraction_of_matmul_peak_paired"] > 0
         assert row["peak_rss_mb"] > 0
+        # Winograd F(2x2, 3x3): float32 on a CPU (Conv2D's default; keras-hub's
+        # DeepLabV3 has Keras' Conv2D), but no convolution of the toy size is
+        # large enough to take it: the executed FLOPs are the counted ones.
+        assert row["winograd"] is (row["variant"] == "default" and row["model"] != speed.PEER)
+        assert row["executed_flops_per_image"] == row["flops_per_image"]
         # What the layers computed in, read from the built model, not the flag.
         compute_dtype = variants[row["variant"]]
         policy = "float32" if row["variant"] == "default" else "mixed_bfloat16"
@@ -458,6 +502,7 @@ def test_speed_toy_run_prints_a_table_and_writes_json(tmp_path):
     # FLOPs counted once per model (first variant) and shared by the other variant's row.
     assert [("count_flops_s" in r) for r in rows] == [True, True, False, False]
     assert rows[0]["flops_per_image"] == rows[2]["flops_per_image"]
+    assert rows[0]["winograd_flops_per_image"] == 0
     # Each SANet row is compared with the peer of its own variant.
     for sanet, peer in (rows[0:2], rows[2:4]):
         assert sanet["output_stride"] == peer["output_stride"] == speed.PEER_OUTPUT_STRIDE

@@ -82,6 +82,8 @@ def test_backward_probe_times_every_leaf_call_of_the_training_pass(capsys):
     # Its stride-1 3x3 convolutions and the heads' are some, not all (not the stem).
     ("filter_gradient", "filter_gradient_as_matmul",
      "convolutions take their kernel gradient as matmuls"),
+    # The same stride-1 3x3 convolutions (at this toy size too small to run it).
+    ("winograd", "winograd", "convolutions are float32 stride-1 3x3"),
 ])
 def test_switch_probes_time_both_paths_and_their_outputs_agree(capsys, probe, switch, what):
     import keras
@@ -91,7 +93,7 @@ def test_switch_probes_time_both_paths_and_their_outputs_agree(capsys, probe, sw
     assert all(ratio > 0 for ratio in summary.values())
     header = next(line for line in out.splitlines() if f"({switch})" in line)
     assert f"{keras.backend.backend()}: SANet resnet18 OS32 32x32 batch 1" in header
-    switched, total = (int(n) for n in header.split(", ")[1].split(f" {what}")[0]
+    switched, total = (int(n) for n in header.split(f" {what}")[0].split(", ")[-1]
                        .split(" of "))
     assert 0 < switched < total
     difference = float(header.split("max |difference| ")[1].split(" ")[0])
@@ -107,3 +109,23 @@ def test_depthwise_probe_switches_every_depthwise_convolution_of_mobilenet_v2(ca
     assert ("17 of 17 depthwise convolutions run as multiply-adds "
             "(depthwise_as_multiply_adds)") in out
     assert "  inference: depthwise_as_multiply_adds=False" in out
+
+
+# JAX compiles two forward and two backward passes per convolution: the slow set there.
+@(pytest.mark.slow if backend() == "jax" else lambda test: test)
+def test_winograd_layers_probe_times_each_convolution_it_takes_both_ways(capsys):
+    # ResNet-18 at OS8 on 128x128: its dilated stages' 16x16 maps are too small;
+    # at 256x256 their 32x32 maps of 128-512 channels take it, the heads' too.
+    rows = profile_inference.main([
+        "--probes", "winograd_layers", "--backbone", "resnet18", "--output-stride", "8",
+        "--size", "256", "--repeats", "1", "--rounds", "1",
+    ])["winograd_layers"]
+    out = capsys.readouterr().out
+    assert rows and f"{len(rows)} distinct convolutions Winograd F(2x2, 3x3) takes" in out
+    for row in rows:
+        height, width, channels = row["input"][1:]
+        assert height * width >= 32 * 32 and min(channels, row["filters"]) >= 64
+        assert row["flops"] == 2 * height * width * channels * 9 * row["filters"]
+        assert all(s > 0 for s in (*row["forward_s"], *row["backward_s"]))
+    assert len({(tuple(r["input"]), r["filters"], tuple(r["dilation"])) for r in rows}) == len(rows)
+    assert {tuple(r["dilation"]) for r in rows} >= {(2, 2), (4, 4)}  # the dilated stages
