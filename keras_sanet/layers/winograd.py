@@ -19,8 +19,7 @@ import keras
 import numpy as np
 from keras import ops
 
-# Lavin and Gray's F(2, 3) matrices: input (B^T), kernel (G), output (A^T).
-_INPUT_TRANSFORM = ((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1))
+# Lavin and Gray's kernel transform G (B^T and A^T are written out as sums below).
 _KERNEL_TRANSFORM = np.array(
     [[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]], dtype="float32"
 )
@@ -57,17 +56,13 @@ def _tile_slices(padded, axis, size, rate):
     whose inputs are `padded[o + j * rate]`, j = 0..3.
     """
     slices = []
+    # The batch may be unknown (TensorFlow's None): -1 in the reshape.
+    shape = (-1,) + tuple(padded.shape[1:axis]) + (size // (2 * rate), 2 * rate) + tuple(
+        padded.shape[axis + 1:])
+    leading = (slice(None),) * axis
     for j in range(4):
-        start = j * rate
-        if axis == 1:
-            piece = padded[:, start:start + size]
-            piece = ops.reshape(piece, (-1, size // (2 * rate), 2 * rate) + tuple(piece.shape[2:]))
-            slices.append(piece[:, :, :rate])
-        else:
-            piece = padded[:, :, :, start:start + size]
-            piece = ops.reshape(piece, (-1,) + tuple(piece.shape[1:3]) + (
-                size // (2 * rate), 2 * rate, piece.shape[-1]))
-            slices.append(piece[:, :, :, :, :rate])
+        piece = ops.reshape(padded[leading + (slice(j * rate, j * rate + size),)], shape)
+        slices.append(piece[leading + (slice(None), slice(0, rate))])
     return slices
 
 
