@@ -639,8 +639,6 @@ def probe_winograd_layers(args):
 def _switch_ab(args, switch, applies, what):
     """Times SANet with a keras_sanet layer switch on ("on") against off ("off").
 
-    `switch`: an attribute name, or a tuple of names set together.
-
     Two SANets with the same seed and weights. After an untimed round, each round times
     `predict_on_batch` and `train_on_batch` of one model, then of the other, so
     that both see the same moment of this host (wall seconds); prints the
@@ -657,12 +655,9 @@ def _switch_ab(args, switch, applies, what):
         keras.utils.set_random_seed(0)
         model = _probe_sanet(args, shape)
         # keras_sanet's Conv2D or DepthwiseConv2D, whichever has the switch.
-        switches = (switch,) if isinstance(switch, str) else switch
-        convolutions = [layer for layer in model._flatten_layers()
-                        if hasattr(layer, switches[0])]
+        convolutions = [layer for layer in model._flatten_layers() if hasattr(layer, switch)]
         for layer in convolutions:
-            for attribute in switches:
-                setattr(layer, attribute, name == "on")
+            setattr(layer, switch, name == "on")
         # The network alone, as in speed.py: SANet's default metrics ran in these
         # A/Bs until PROFILE.md section 10 (on PyTorch, seconds of each step).
         model.compile(optimizer=keras.optimizers.SGD(1e-4, momentum=0.9), metrics=[])
@@ -685,7 +680,7 @@ def _switch_ab(args, switch, applies, what):
                     seconds[name][part].append(time.perf_counter() - start)
     backend = keras.backend.backend()
     log(f"{backend}: SANet {args.backbone} OS{args.output_stride} {args.size}x{args.size} "
-        f"batch {args.batch}, {count} of {len(convolutions)} {what} ({' + '.join(switches)}); "
+        f"batch {args.batch}, {count} of {len(convolutions)} {what} ({switch}); "
         f"logits max |difference| {np.abs(logits - reference).max():.2e} "
         f"(largest |logit| {np.abs(reference).max():.1f})")
     result = {}
@@ -693,7 +688,7 @@ def _switch_ab(args, switch, applies, what):
         before = np.asarray(seconds["off"][part])
         after = np.asarray(seconds["on"][part])
         result[part] = float(np.median(before) / np.median(after))
-        log(f"  {part}: {' + '.join(switches)}=False {np.median(before):.2f} s, True {np.median(after):.2f} s "
+        log(f"  {part}: {switch}=False {np.median(before):.2f} s, True {np.median(after):.2f} s "
             f"(medians of {args.repeats}); speed-up {result[part]:.2f}x, per round "
             + ", ".join(f"{r:.2f}x" for r in before / after))
     return result
