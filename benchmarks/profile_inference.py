@@ -609,9 +609,11 @@ def probe_winograd_layers(args):
         cotangents = _TensorSpec(layer.compute_output_spec(inputs)).random(rng)
         timed = {}
         for winograd in (False, True):
-            # Each state compiles its own functions (a trace reads the switch).
+            # Each state compiles its own functions (a trace reads the switch). A
+            # new closure each time: jax.jit reuses the traces of an equal
+            # function, and two `layer.call`s of one layer are equal.
             layer.winograd = winograd
-            forward = compile_fn(layer.call)
+            forward = compile_fn(lambda x: layer.call(x))
             backward = make_backward(layer, layer.call)
             wait(forward(inputs)), wait(backward(inputs, cotangents))
             timed[winograd] = (forward, backward)
