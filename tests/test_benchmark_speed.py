@@ -113,17 +113,17 @@ def test_winograd_flops_count_the_convolutions_winograd_takes():
 
     from keras_sanet.layers import Conv2D
 
-    inputs = keras.Input((32, 32, 64))
-    x = Conv2D(64, 3, padding="same", dilation_rate=2)(inputs)  # taken
-    x = Conv2D(32, 3, padding="same")(x)  # 32 filters: too few
-    x = Conv2D(64, 3, strides=2, padding="same")(x)  # strided: not
-    x = Conv2D(64, 3, padding="same")(x)  # 16x16 pixels: too few
-    x = keras.layers.Conv2D(64, 3, padding="same")(x)  # Keras' own: not
+    inputs = keras.Input((32, 32, 256))
+    x = Conv2D(256, 3, padding="same", dilation_rate=2)(inputs)  # taken
+    x = Conv2D(128, 3, padding="same")(x)  # 128 filters: too few
+    x = Conv2D(256, 3, strides=2, padding="same")(x)  # strided: not
+    x = Conv2D(256, 3, padding="same")(x)  # 16x16 pixels: too few
+    x = keras.layers.Conv2D(256, 3, padding="same")(x)  # Keras' own: not
     model = keras.Model(inputs, Conv2D(2, 1)(x))  # a matmul: not
-    taken = 2 * 32 * 32 * 64 * 9 * 64
-    assert winograd_flops(model, (1, 32, 32, 64)) == taken
-    assert count_flops(model, (1, 32, 32, 64)) == taken + 2 * 9 * (
-        32 * 32 * 32 * 64 + 16 * 16 * 64 * 32 + 2 * 16 * 16 * 64 * 64) + 2 * 16 * 16 * 2 * 64
+    taken = 2 * 32 * 32 * 256 * 9 * 256
+    assert winograd_flops(model, (1, 32, 32, 256)) == taken
+    assert count_flops(model, (1, 32, 32, 256)) == taken + 2 * 9 * (
+        32 * 32 * 128 * 256 + 16 * 16 * 256 * 128 + 2 * 16 * 16 * 256 * 256) + 2 * 16 * 16 * 2 * 256
 
 
 @pytest.mark.parametrize("runs_winograd", [True, False])

@@ -163,25 +163,25 @@ def test_winograd_by_default_where_no_gpu_or_tpu_is_visible(monkeypatch, acceler
     from keras_sanet import devices
 
     monkeypatch.setattr(devices, "accelerator_count", lambda: accelerators)
-    layer = Conv2D(64, 3, padding="same")
-    x = keras.KerasTensor((1, 32, 32, 64))  # the smallest convolution it takes
+    layer = Conv2D(256, 3, padding="same")
+    x = keras.KerasTensor((1, 32, 32, 256))  # the smallest convolution it takes
     assert layer.runs_winograd(x) is (accelerators == 0)
     layer.winograd = not layer.winograd
     assert layer.runs_winograd(x) is (accelerators != 0)
 
 
 @pytest.mark.parametrize("shape, filters", [
-    ((1, 31, 33, 64), 64),  # 1023 pixels
-    ((1, 32, 32, 63), 64),
-    ((1, 32, 32, 64), 63),
+    ((1, 31, 33, 256), 256),  # 1023 pixels
+    ((1, 32, 32, 255), 256),
+    ((1, 32, 32, 256), 255),
 ])
 def test_winograd_skips_small_convolutions(shape, filters):
-    # Below 32x32 pixels or 64 channels in or out the transforms cost more than
+    # Below 32x32 pixels or 256 channels in or out the transforms cost more than
     # they save (PROFILE.md section 12).
     layer = Conv2D(filters, 3, padding="same")
     layer.winograd = True
     assert not layer.runs_winograd(keras.KerasTensor(shape))
-    assert layer.runs_winograd(keras.KerasTensor((2, 32, 32, 64))) is (filters == 64)
+    assert layer.runs_winograd(keras.KerasTensor((2, 32, 32, 256))) is (filters == 256)
 
 
 def test_winograd_in_a_model_of_unknown_image_size_matches_keras():
