@@ -576,9 +576,13 @@ def probe_winograd(args):
     `winograd` turned off on every keras_sanet Conv2D of the second model.
     See `_switch_ab`.
     """
+    from keras_sanet.layers.conv2d import WINOGRAD_MIN_CHANNELS
+    from keras_sanet.layers.conv2d import WINOGRAD_MIN_PIXELS
+
     return _switch_ab(args, "winograd", "winograd_applies",
-                      "convolutions are float32 stride-1 3x3 (those of at least 32x32 "
-                      "pixels and 64 channels run as Winograd F(2x2, 3x3))")
+                      "convolutions are float32 stride-1 3x3 (those of at least "
+                      f"{WINOGRAD_MIN_PIXELS} pixels and {WINOGRAD_MIN_CHANNELS} channels "
+                      "run as Winograd F(2x2, 3x3))")
 
 
 def probe_winograd_layers(args):
