@@ -77,7 +77,9 @@ class Conv2D(keras.layers.Conv2D):
     PyTorch, the other convolutions run on a channels-first view of the input
     (`convolve_channels_first`, on by default on PyTorch only). With `winograd`
     (on by default where no GPU or TPU is visible), float32 stride-1 "same" 3x3
-    convolutions run as Winograd F(2x2, 3x3) (`keras_sanet.layers.winograd`).
+    convolutions of at least `winograd_min_pixels` (32x32) pixels and
+    `winograd_min_channels` (256) channels in and out run as Winograd F(2x2,
+    3x3) (`keras_sanet.layers.winograd`).
 
     Args:
         *args, **kwargs: those of `keras.layers.Conv2D`.
