@@ -32,12 +32,14 @@ from keras_sanet import devices
 from keras_sanet.layers.winograd import winograd_conv3x3
 
 
-# Winograd F(2x2, 3x3) from these sizes up (`Conv2D.runs_winograd`). Alone, the
-# convolutions of SANet-R50 with 64-128 channels ran 0.42-0.98x on TensorFlow and
-# PyTorch, those of 256+ faster; in the whole model a floor of 256 instead of 64
-# kept TensorFlow's speed and cut 0.57 GB of its training memory, and sped up
-# PyTorch's training step 1.04x, while JAX moved 2-4 % either way (PROFILE.md
-# section 12).
+# Winograd F(2x2, 3x3) from these sizes up (`Conv2D.runs_winograd`); below them
+# the transforms' many small ops cost more than the multiplies saved (PROFILE.md
+# section 12). Pixels: SANet-MobileNetV2's heads at 22x22 ran 0.90x on TensorFlow,
+# 32x32 maps of 2048 channels 1.45x. Channels: alone, SANet-R50's convolutions
+# with 64-128 channels ran 0.42-0.99x on TensorFlow and PyTorch, those of 256+
+# faster; in the whole model a floor of 256 instead of 64 kept TensorFlow's speed
+# and cut 0.57 GB of its training memory, sped up PyTorch's training step 1.04x,
+# and moved JAX 2-4 % either way.
 WINOGRAD_MIN_PIXELS = 32 * 32
 WINOGRAD_MIN_CHANNELS = 256
 
@@ -109,10 +111,7 @@ class Conv2D(keras.layers.Conv2D):
         # backends). Not measured on GPUs, where cuDNN picks its own algorithms,
         # Winograd among them.
         self.winograd = devices.accelerator_count() == 0
-        # Below these sizes the transforms' many small ops cost more than the
-        # multiplies saved: SANet-MobileNetV2's heads at 22x22 ran 0.90x on
-        # TensorFlow, while 32x32 maps of 2048 channels ran 1.45x; 64-128
-        # channels ran 0.42-0.98x (section 12).
+        # Not in the config; why these floors: at their constants.
         self.winograd_min_pixels = WINOGRAD_MIN_PIXELS
         self.winograd_min_channels = WINOGRAD_MIN_CHANNELS
 
