@@ -4,9 +4,12 @@ import keras
 import numpy as np
 import pytest
 
+from keras_sanet.layers import Conv2D
 from keras_sanet.layers.winograd import winograd_conv3x3
+from tests.helpers import assert_gradients_match
 from tests.helpers import random_features
 from tests.helpers import to_numpy
+from tests.helpers import twin_layers
 
 # (input shape, dilation rate): whole tiles, sizes padded to whole tiles,
 # an image smaller than one tile, dilations (even rows and columns apart).
@@ -38,3 +41,16 @@ def test_int_dilation_rate_is_both_axes():
     x, kernel = random_features((1, 6, 6, 2)), random_features((3, 3, 2, 2), seed=1)
     np.testing.assert_array_equal(to_numpy(winograd_conv3x3(x, kernel, 2)),
                                   to_numpy(winograd_conv3x3(x, kernel, (2, 2))))
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_gradients_match_direct_convolution(case):
+    # The gradients are written out (products' gradient shared by both), so each
+    # tiling above is checked: padding to whole tiles, crops, dilations.
+    shape, rates = CASES[case]
+    ours, reference, x = twin_layers(Conv2D, keras.layers.Conv2D, shape, dict(
+        filters=6, kernel_size=3, padding="same", dilation_rate=rates, use_bias=False))
+    ours.winograd = True
+    ours.winograd_min_pixels = ours.winograd_min_channels = 0
+    assert ours.runs_winograd(x)
+    assert_gradients_match(ours, reference, x, atol=1e-5, atol_of_largest=True)
