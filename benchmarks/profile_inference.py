@@ -10,7 +10,7 @@ Only ratios measured in this one process mean anything on a shared machine.
     resize    bilinear upsampling of a class map: `keras.ops.image.resize`
               against keras_sanet's gather formulation (`bilinear_resize_gather`),
               each compiled (jax.jit, tf.function), with their max |difference|.
-    train_split  (TensorFlow) a training step split into training forward + loss,
+    train_split  (any backend) a training step split into training forward + loss,
               gradients and the update, against one inference, with and without
               the auxiliary head, beside the FLOPs of each forward pass.
     layers    where an inference's time goes: every leaf layer of SANet (conv,
@@ -139,39 +139,16 @@ def probe_resize(args):
             f"max|diff| {diff:.1e}")
 
 
-def probe_train_split(args):
-    """Where a training step's time goes, against one inference (TensorFlow).
-
-    Times, in CPU seconds of this process, four compiled functions of the same
-    batch: the inference forward pass; the training forward pass with SANet's
-    loss (auxiliary head, batch statistics); that plus its gradients; and
-    Keras' whole `train_on_batch` (gradients and the SGD update). Once with the
-    auxiliary head (the zoo's SANet) and once without, beside the FLOPs of each
-    forward pass (`benchmarks/flops.py`).
-    """
+def _training_parts(model, images, labels):
+    """`{part: function}` of `probe_train_split`, compiled as the backend's
+    `train_on_batch` is (a tf.function; jax.jit of stateless calls; eager
+    PyTorch), each returning what has to be waited for."""
     import keras
 
-    import keras_sanet
-    from flops import count_flops
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
 
-    if keras.backend.backend() != "tensorflow":
-        log("train_split: TensorFlow only (it uses tf.GradientTape); skipped")
-        return
-    import tensorflow as tf
-
-    rng = np.random.default_rng(0)
-    shape = (args.batch, args.size, args.size, 3)
-    images = tf.constant(rng.uniform(0, 255, shape).astype("float32"))
-    labels = tf.constant(rng.integers(0, 21, shape[:3]).astype("int32"))
-    for auxiliary_head in (True, False):
-        model = keras_sanet.SANet(
-            backbone=args.backbone, num_classes=21, output_stride=args.output_stride,
-            auxiliary_head=auxiliary_head,
-        )
-        model.build((None, args.size, args.size, 3))
-        model.compile(
-            optimizer=keras.optimizers.SGD(learning_rate=1e-4, momentum=0.9), metrics=[]
-        )
         variables = model.trainable_variables
 
         def training_loss(x, y):
@@ -182,28 +159,115 @@ def probe_train_split(args):
                 loss = training_loss(x, y)
             return tape.gradient(loss, variables)
 
+        inference = tf.function(lambda x: model(x, training=False))
+        training_loss, gradients = tf.function(training_loss), tf.function(gradients)
         parts = {
-            "inference": tf.function(lambda x, y: model(x, training=False)),
-            "training forward + loss": tf.function(training_loss),
-            "forward + gradients": tf.function(gradients),
-            "train_on_batch": model.train_on_batch,
+            "inference": lambda: inference(images),
+            "training forward + loss": lambda: training_loss(images, labels),
+            "forward + gradients": lambda: gradients(images, labels),
         }
+    elif backend == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        # Copies: train_on_batch donates the variables' buffers to its update.
+        def values(variables):
+            return [jnp.array(v.value) for v in variables]
+
+        trainable, non_trainable = values(model.trainable_variables), values(
+            model.non_trainable_variables)
+        metrics, optimizer = values(model.metrics_variables), values(model.optimizer.variables)
+
+        def training_loss(trainable, non_trainable, x, y):
+            return model.compute_loss_and_updates(
+                trainable, non_trainable, metrics, x, y, None, training=True,
+                optimizer_variables=optimizer,
+            )[0]
+
+        inference = jax.jit(lambda t, n, x: model.stateless_call(t, n, x, training=False)[0])
+        loss, gradients = jax.jit(training_loss), jax.jit(jax.grad(training_loss))
+        parts = {
+            "inference": lambda: inference(trainable, non_trainable, images),
+            "training forward + loss": lambda: loss(trainable, non_trainable, images, labels),
+            "forward + gradients": lambda: gradients(trainable, non_trainable, images, labels),
+        }
+    else:
+        import torch
+
+        def no_grad(fn):
+            def run():
+                with torch.no_grad():
+                    return fn()
+            return run
+
+        def training_loss():
+            return model.compute_loss(images, labels, model(images, training=True))
+
+        def gradients():
+            weights = [v.value for v in model.trainable_variables]
+            return torch.autograd.grad(training_loss(), weights)
+
+        parts = {
+            "inference": no_grad(lambda: model(images, training=False)),
+            "training forward + loss": no_grad(training_loss),
+            "forward + gradients": gradients,
+        }
+
+    def train_on_batch():
+        model.train_on_batch(images, labels)
+        return ()  # its loss comes back as NumPy: nothing to wait for
+
+    parts["train_on_batch"] = train_on_batch
+    return parts
+
+
+def probe_train_split(args):
+    """Where a training step's time goes, against one inference (any backend).
+
+    Times, in CPU seconds of this process, four functions of the same batch
+    (`_training_parts`): the inference forward pass; the training forward
+    pass with SANet's loss (auxiliary head, batch statistics); that plus its
+    gradients; and Keras' whole `train_on_batch` (gradients and the SGD
+    update). Once with the auxiliary head (the zoo's SANet) and once without,
+    beside the FLOPs of each forward pass (`benchmarks/flops.py`).
+    """
+    import keras
+
+    import keras_sanet
+    from flops import count_flops
+
+    rng = np.random.default_rng(0)
+    shape = (args.batch, args.size, args.size, 3)
+    images = keras.ops.convert_to_tensor(rng.uniform(0, 255, shape).astype("float32"))
+    labels = keras.ops.convert_to_tensor(rng.integers(0, 21, shape[:3]).astype("int32"))
+    _, wait = _compiler(jit_compile=None)
+    summary = {}
+    for auxiliary_head in (True, False):
+        model = keras_sanet.SANet(
+            backbone=args.backbone, num_classes=21, output_stride=args.output_stride,
+            auxiliary_head=auxiliary_head,
+        )
+        model.build((None, args.size, args.size, 3))
+        model.compile(
+            optimizer=keras.optimizers.SGD(learning_rate=1e-4, momentum=0.9), metrics=[]
+        )
+        model.train_on_batch(images, labels)  # compiles; builds the optimizer's variables
         seconds = {}
-        for name, fn in parts.items():
-            fn(images, labels)  # traces / compiles
-            seconds[name] = best_and_median(
-                lambda: tf.nest.map_structure(np.asarray, fn(images, labels)),
-                args.repeats, time.process_time,
-            )[1]
+        for name, fn in _training_parts(model, images, labels).items():
+            wait(fn())  # traces / compiles
+            seconds[name] = best_and_median(lambda: wait(fn()), args.repeats,
+                                            time.process_time)[1]
         infer_flops = count_flops(model, shape)
         train_flops = count_flops(model, shape, training=True)
         head = "with" if auxiliary_head else "without"
-        log(f"{args.backbone} OS{args.output_stride} {args.size}x{args.size} batch "
-            f"{args.batch}, {head} the auxiliary head: GFLOPs inference "
-            f"{infer_flops / 1e9:.1f}, training forward {train_flops / 1e9:.1f} "
+        log(f"{keras.backend.backend()}: {args.backbone} OS{args.output_stride} "
+            f"{args.size}x{args.size} batch {args.batch}, {head} the auxiliary head: GFLOPs "
+            f"inference {infer_flops / 1e9:.1f}, training forward {train_flops / 1e9:.1f} "
             f"({train_flops / infer_flops:.2f}x)")
         for name, value in seconds.items():
             log(f"  {name}: {value:.3f} CPU s, {value / seconds['inference']:.2f}x inference")
+        summary[head] = {name: value / seconds["inference"] for name, value in seconds.items()}
+    return summary
 
 
 def _compiler(jit_compile):

@@ -32,11 +32,8 @@ def toy_sanet_flops(training=False):
     return count_flops(model, (1, 32, 32, 3), training=training)
 
 
-def test_train_split_probe_reports_every_part_or_says_why_not(capsys):
-    _, out = run_toy_probe(capsys, "train_split")
-    if backend() != "tensorflow":
-        assert "TensorFlow only" in out and "skipped" in out
-        return
+def test_train_split_probe_reports_every_part(capsys):
+    summary, out = run_toy_probe(capsys, "train_split")
     for head in ("with", "without"):
         assert f"{head} the auxiliary head: GFLOPs inference" in out
     for part in ("inference", "training forward + loss", "forward + gradients",
@@ -45,6 +42,10 @@ def test_train_split_probe_reports_every_part_or_says_why_not(capsys):
     # Without the auxiliary head the training forward pass counts the inference's FLOPs.
     without = out.split("without the auxiliary head")[1].splitlines()[0]
     assert without.endswith("(1.00x)"), without
+    for head in ("with", "without"):
+        ratios = summary[head]
+        assert ratios["inference"] == 1.0
+        assert all(ratio > 0 for ratio in ratios.values()), ratios
 
 
 def test_layers_probe_times_every_leaf_layer_and_counts_the_model_s_flops(capsys):
