@@ -45,8 +45,8 @@ def test_int_dilation_rate_is_both_axes():
 
 @pytest.mark.parametrize("case", CASES)
 def test_gradients_match_direct_convolution(case):
-    # The gradients are written out (products' gradient shared by both), so each
-    # tiling above is checked: padding to whole tiles, crops, dilations.
+    # The gradients are written out, not autodiff's: each tiling above is checked
+    # in the backward pass too (padding to whole tiles, crops, dilations).
     shape, rates = CASES[case]
     ours, reference, x = twin_layers(Conv2D, keras.layers.Conv2D, shape, dict(
         filters=6, kernel_size=3, padding="same", dilation_rate=rates, use_bias=False))
