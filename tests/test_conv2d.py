@@ -13,6 +13,7 @@ from tests.helpers import assert_weights_files_interchange
 from tests.helpers import random_features
 from tests.helpers import to_numpy
 from tests.helpers import twin_layers
+from tests.helpers import winograd_at_any_size
 
 CASES = {
     "1x1": ((2, 7, 7, 5), dict(filters=6, kernel_size=1), True),
@@ -83,13 +84,6 @@ def _twins(shape, kwargs):
     return twin_layers(Conv2D, keras.layers.Conv2D, shape, kwargs)
 
 
-def _winograd_at_any_size(layer):
-    """Winograd on, whatever the (tiny) test sizes: the default depends on the
-    machine and skips small convolutions; the algorithm is right everywhere."""
-    layer.winograd = True
-    layer.winograd_min_pixels = layer.winograd_min_channels = 0
-
-
 @pytest.mark.parametrize("case", CASES)
 def test_matches_keras_conv2d(case):
     shape, kwargs, runs_as_matmul = CASES[case]
@@ -147,7 +141,7 @@ def test_channels_first_view_by_default_on_torch_only():
 def test_winograd_matches_keras_conv2d(case):
     shape, kwargs, winograd_applies = WINOGRAD_CASES[case]
     ours, reference, x = _twins(shape, kwargs)
-    _winograd_at_any_size(ours)
+    winograd_at_any_size(ours)
     assert ours.winograd_applies is winograd_applies
     assert ours.runs_winograd(x) is winograd_applies
     expected = to_numpy(reference(x))
@@ -193,7 +187,7 @@ def test_winograd_in_a_model_of_unknown_image_size_matches_keras():
         return keras.Model(inputs, outputs)
 
     ours, reference = network(Conv2D), network(keras.layers.Conv2D)
-    _winograd_at_any_size(ours.layers[1])
+    winograd_at_any_size(ours.layers[1])
     reference.set_weights(ours.get_weights())
     for model in (ours, reference):
         model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")

@@ -10,6 +10,7 @@ from tests.helpers import assert_gradients_match
 from tests.helpers import random_features
 from tests.helpers import to_numpy
 from tests.helpers import twin_layers
+from tests.helpers import winograd_at_any_size
 
 # (input shape, dilation rate): whole tiles, sizes padded to whole tiles,
 # an image smaller than one tile, dilations (even rows and columns apart).
@@ -50,7 +51,6 @@ def test_gradients_match_direct_convolution(case):
     shape, rates = CASES[case]
     ours, reference, x = twin_layers(Conv2D, keras.layers.Conv2D, shape, dict(
         filters=6, kernel_size=3, padding="same", dilation_rate=rates, use_bias=False))
-    ours.winograd = True
-    ours.winograd_min_pixels = ours.winograd_min_channels = 0
+    winograd_at_any_size(ours)
     assert ours.runs_winograd(x)
     assert_gradients_match(ours, reference, x, atol=1e-5, atol_of_largest=True)
