@@ -139,10 +139,11 @@ def probe_resize(args):
             f"max|diff| {diff:.1e}")
 
 
-def _training_parts(model, images, labels):
-    """`{part: function}` of `probe_train_split`, compiled as the backend's
-    `train_on_batch` is (a tf.function; jax.jit of stateless calls; eager
-    PyTorch), each returning what has to be waited for."""
+def _training_parts(model, images, labels, compile_fn):
+    """`{part: function}` of `probe_train_split`, each returning what has to be
+    waited for. The forward passes and TensorFlow's and JAX's gradients go
+    through `compile_fn` (`_compiler`: tf.function, jax.jit of stateless calls,
+    PyTorch under no_grad); PyTorch's gradients run eagerly."""
     import keras
 
     backend = keras.backend.backend()
@@ -159,8 +160,8 @@ def _training_parts(model, images, labels):
                 loss = training_loss(x, y)
             return tape.gradient(loss, variables)
 
-        inference = tf.function(lambda x: model(x, training=False))
-        training_loss, gradients = tf.function(training_loss), tf.function(gradients)
+        inference = compile_fn(lambda x: model(x, training=False))
+        training_loss, gradients = compile_fn(training_loss), compile_fn(gradients)
         parts = {
             "inference": lambda: inference(images),
             "training forward + loss": lambda: training_loss(images, labels),
@@ -184,8 +185,8 @@ def _training_parts(model, images, labels):
                 optimizer_variables=optimizer,
             )[0]
 
-        inference = jax.jit(lambda t, n, x: model.stateless_call(t, n, x, training=False)[0])
-        loss, gradients = jax.jit(training_loss), jax.jit(jax.grad(training_loss))
+        inference = compile_fn(lambda t, n, x: model.stateless_call(t, n, x, training=False)[0])
+        loss, gradients = compile_fn(training_loss), compile_fn(jax.grad(training_loss))
         parts = {
             "inference": lambda: inference(trainable, non_trainable, images),
             "training forward + loss": lambda: loss(trainable, non_trainable, images, labels),
@@ -193,12 +194,6 @@ def _training_parts(model, images, labels):
         }
     else:
         import torch
-
-        def no_grad(fn):
-            def run():
-                with torch.no_grad():
-                    return fn()
-            return run
 
         def training_loss():
             return model.compute_loss(images, labels, model(images, training=True))
@@ -208,8 +203,8 @@ def _training_parts(model, images, labels):
             return torch.autograd.grad(training_loss(), weights)
 
         parts = {
-            "inference": no_grad(lambda: model(images, training=False)),
-            "training forward + loss": no_grad(training_loss),
+            "inference": compile_fn(lambda: model(images, training=False)),
+            "training forward + loss": compile_fn(training_loss),
             "forward + gradients": gradients,
         }
 
@@ -240,7 +235,7 @@ def probe_train_split(args):
     shape = (args.batch, args.size, args.size, 3)
     images = keras.ops.convert_to_tensor(rng.uniform(0, 255, shape).astype("float32"))
     labels = keras.ops.convert_to_tensor(rng.integers(0, 21, shape[:3]).astype("int32"))
-    _, wait = _compiler(jit_compile=None)
+    compile_fn, wait = _compiler(jit_compile=None)
     summary = {}
     for auxiliary_head in (True, False):
         model = keras_sanet.SANet(
@@ -253,7 +248,7 @@ def probe_train_split(args):
         )
         model.train_on_batch(images, labels)  # compiles; builds the optimizer's variables
         seconds = {}
-        for name, fn in _training_parts(model, images, labels).items():
+        for name, fn in _training_parts(model, images, labels, compile_fn).items():
             wait(fn())  # traces / compiles
             seconds[name] = best_and_median(lambda: wait(fn()), args.repeats,
                                             time.process_time)[1]
