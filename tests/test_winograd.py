@@ -1,4 +1,5 @@
-"""keras_sanet.layers.winograd: F(2x2, 3x3) equals the direct 3x3 convolution."""
+"""keras_sanet.layers.winograd: F(2x2, 3x3) and F(4x4, 3x3) equal the direct 3x3
+convolution."""
 
 import keras
 import numpy as np
@@ -23,19 +24,24 @@ CASES = {
     "dilated_4_3x2_image": ((1, 3, 2, 3), (4, 4)),
     "dilated_1_3": ((1, 5, 11, 3), (1, 3)),
 }
+# float32 rounding of the transforms, as a fraction of the largest output or
+# gradient: F(4x4, 3x3)'s transforms multiply by up to 8 and divide by 24.
+TOLERANCE = {2: 1e-5, 4: 5e-5}
 
 
+@pytest.mark.parametrize("output_size", TOLERANCE)
 @pytest.mark.parametrize("case", CASES)
-def test_matches_direct_convolution(case):
+def test_matches_direct_convolution(case, output_size):
     shape, rates = CASES[case]
     x = random_features(shape)
     kernel = random_features((3, 3, shape[-1], 6), seed=1)
     expected = to_numpy(keras.ops.conv(x, kernel, padding="same", dilation_rate=rates))
     outputs = to_numpy(winograd_conv3x3(keras.ops.convert_to_tensor(x),
-                                        keras.ops.convert_to_tensor(kernel), rates))
+                                        keras.ops.convert_to_tensor(kernel), rates,
+                                        output_size))
     assert outputs.shape == expected.shape
-    # float32 rounding of the transforms: relative to the largest output.
-    np.testing.assert_allclose(outputs, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+    np.testing.assert_allclose(outputs, expected, rtol=0,
+                               atol=TOLERANCE[output_size] * np.abs(expected).max())
 
 
 def test_int_dilation_rate_is_both_axes():
@@ -44,13 +50,22 @@ def test_int_dilation_rate_is_both_axes():
                                   to_numpy(winograd_conv3x3(x, kernel, (2, 2))))
 
 
+def test_unknown_output_size_names_the_choices():
+    x, kernel = random_features((1, 6, 6, 2)), random_features((3, 3, 2, 2), seed=1)
+    with pytest.raises(ValueError, match=r"output_size must be one of \[2, 4\].*got 3"):
+        winograd_conv3x3(x, kernel, output_size=3)
+
+
+@pytest.mark.parametrize("output_size", TOLERANCE)
 @pytest.mark.parametrize("case", CASES)
-def test_gradients_match_direct_convolution(case):
+def test_gradients_match_direct_convolution(case, output_size):
     # The gradients are written out, not autodiff's: each tiling above is checked
     # in the backward pass too (padding to whole tiles, crops, dilations).
     shape, rates = CASES[case]
     ours, reference, x = twin_layers(Conv2D, keras.layers.Conv2D, shape, dict(
         filters=6, kernel_size=3, padding="same", dilation_rate=rates, use_bias=False))
     winograd_at_any_size(ours)
+    ours.winograd_output_size = output_size
     assert ours.runs_winograd(x)
-    assert_gradients_match(ours, reference, x, atol=1e-5, atol_of_largest=True)
+    assert_gradients_match(ours, reference, x, atol=TOLERANCE[output_size],
+                           atol_of_largest=True)
