@@ -18,8 +18,8 @@ layers held in lists are found through Keras' layer tracking.
 
 These are the direct convolutions' FLOPs, whichever algorithm runs them.
 keras_sanet's Conv2D computes float32 stride-1 "same" 3x3 convolutions as
-Winograd F(2x2, 3x3) on CPUs, with 16 multiplies per 2x2 outputs where the
-direct convolution has 36: `winograd_flops` counts the calls it takes, and
+Winograd F(4x4, 3x3) on CPUs, with 36 multiplies per 4x4 outputs where the
+direct convolution has 144: `winograd_flops` counts the calls it takes, and
 `WINOGRAD_MULTIPLY_FRACTION` of those is what runs.
 """
 
@@ -32,6 +32,8 @@ from keras.src.layers.convolutional.base_conv import BaseConv
 from keras.src.layers.convolutional.base_conv_transpose import BaseConvTranspose
 from keras.src.layers.convolutional.base_depthwise_conv import BaseDepthwiseConv
 from keras.src.layers.convolutional.base_separable_conv import BaseSeparableConv
+
+from keras_sanet.layers.conv2d import WINOGRAD_OUTPUT_SIZE
 
 
 def _shape(tensor):
@@ -184,8 +186,14 @@ def flops_by_layer(model, input_shape, training=False):
     return list(records)
 
 
-# Winograd F(2x2, 3x3): 16 multiplies per tile of 2x2 outputs, against 4 * 9.
-WINOGRAD_MULTIPLY_FRACTION = 16 / 36
+def winograd_multiply_fraction(output_size):
+    """Winograd F(m x m, 3x3)'s multiplies over the direct convolution's: (m + 2)^2
+    per tile of m x m outputs, against 9 m^2 (16 / 36 for F(2x2, 3x3))."""
+    return (output_size + 2) ** 2 / (9 * output_size ** 2)
+
+
+# Of keras_sanet Conv2D's default, F(4x4, 3x3): 36 / 144.
+WINOGRAD_MULTIPLY_FRACTION = winograd_multiply_fraction(WINOGRAD_OUTPUT_SIZE)
 
 
 def count_flops(model, input_shape, training=False):
@@ -195,7 +203,7 @@ def count_flops(model, input_shape, training=False):
 
 
 def winograd_flops(model, input_shape, training=False):
-    """Of `count_flops`, those of the calls Winograd F(2x2, 3x3) takes where it
+    """Of `count_flops`, those of the calls Winograd takes where it
     is on (keras_sanet Conv2D's `winograd_takes`: the kernel's shape and the
     input's sizes; whether it is on depends on the machine and the dtype)."""
     trace(model, input_shape, training=training)

@@ -629,7 +629,7 @@ def probe_channels_first(args):
 
 def probe_winograd(args):
     """SANet whose float32 stride-1 "same" 3x3 convolutions run as Winograd
-    F(2x2, 3x3) against the same model on the backend's convolutions (any
+    (F(4x4, 3x3) by default) against the same model on the backend's convolutions (any
     backend; the default where no GPU or TPU is visible).
 
     `winograd` turned off on every keras_sanet Conv2D of the second model.
@@ -641,11 +641,23 @@ def probe_winograd(args):
     return _switch_ab(args, "winograd", "winograd_applies",
                       "convolutions are float32 stride-1 3x3 (those of at least "
                       f"{WINOGRAD_MIN_PIXELS} pixels and {WINOGRAD_MIN_CHANNELS} channels "
-                      "run as Winograd F(2x2, 3x3))")
+                      "run as Winograd)")
+
+
+def probe_winograd_f4(args):
+    """SANet whose Winograd convolutions run as F(4x4, 3x3) (6x6 tiles, 36
+    matmuls) against the same model with F(2x2, 3x3) (any backend).
+
+    `winograd_output_size` 2 on every keras_sanet Conv2D of the first model, 4
+    on the second. See `_switch_ab`.
+    """
+    return _switch_ab(args, "winograd_output_size", "winograd_applies",
+                      "convolutions are float32 stride-1 3x3 (Winograd takes those of "
+                      "at least its floors' pixels and channels)", values=(2, 4))
 
 
 def probe_winograd_layers(args):
-    """Every distinct convolution that Winograd F(2x2, 3x3) takes in SANet's
+    """Every distinct convolution that Winograd takes in SANet's
     training pass, timed alone with its `winograd` switch off and on in turn:
     the forward pass, and forward + backward (the gradients of the input and
     the weights of `sum(outputs * random cotangents)`), compiled as in the
@@ -662,7 +674,7 @@ def probe_winograd_layers(args):
             key = (spec.shape, layer.filters, tuple(layer.dilation_rate))
             distinct.setdefault(key, (layer, spec, flops))
     log(f"SANet {args.backbone} OS{args.output_stride} {args.size}x{args.size}: "
-        f"{len(distinct)} distinct convolutions Winograd F(2x2, 3x3) takes")
+        f"{len(distinct)} distinct convolutions Winograd takes")
     log("  | input | filters | dilation | forward ms, off -> on | speed-up "
         "| forward + backward ms, off -> on | speed-up |")
     log("  | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
@@ -701,8 +713,10 @@ def probe_winograd_layers(args):
     return rows
 
 
-def _switch_ab(args, switch, applies, what):
+def _switch_ab(args, switch, applies, what, values=(False, True)):
     """Times SANet with a keras_sanet layer switch on ("on") against off ("off").
+
+    `values`: the switch's settings for "off" and "on".
 
     Two SANets with the same seed and weights. After an untimed round, each round times
     `predict_on_batch` and `train_on_batch` of one model, then of the other, so
@@ -722,7 +736,7 @@ def _switch_ab(args, switch, applies, what):
         # keras_sanet's Conv2D or DepthwiseConv2D, whichever has the switch.
         convolutions = [layer for layer in model._flatten_layers() if hasattr(layer, switch)]
         for layer in convolutions:
-            setattr(layer, switch, name == "on")
+            setattr(layer, switch, values[name == "on"])
         # The network alone, as in speed.py: SANet's default metrics ran in these
         # A/Bs until PROFILE.md section 10 (on PyTorch, seconds of each step).
         model.compile(optimizer=keras.optimizers.SGD(1e-4, momentum=0.9), metrics=[])
@@ -753,7 +767,8 @@ def _switch_ab(args, switch, applies, what):
         before = np.asarray(seconds["off"][part])
         after = np.asarray(seconds["on"][part])
         result[part] = float(np.median(before) / np.median(after))
-        log(f"  {part}: {switch}=False {np.median(before):.2f} s, True {np.median(after):.2f} s "
+        log(f"  {part}: {switch}={values[0]} {np.median(before):.2f} s, "
+            f"{values[1]} {np.median(after):.2f} s "
             f"(medians of {args.repeats}); speed-up {result[part]:.2f}x, per round "
             + ", ".join(f"{r:.2f}x" for r in before / after))
     return result
@@ -764,7 +779,7 @@ PROBES = {
     "layers": probe_layers, "backward": probe_backward, "pointwise": probe_pointwise,
     "filter_gradient": probe_filter_gradient, "depthwise": probe_depthwise,
     "channels_first": probe_channels_first, "winograd": probe_winograd,
-    "winograd_layers": probe_winograd_layers,
+    "winograd_layers": probe_winograd_layers, "winograd_f4": probe_winograd_f4,
 }
 
 

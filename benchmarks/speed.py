@@ -350,7 +350,7 @@ def layer_compute_dtypes(model):
 
 
 def runs_winograd(model):
-    """Whether the model's convolutions run as Winograd F(2x2, 3x3) where it
+    """Whether the model's convolutions run as Winograd F(4x4, 3x3) where it
     takes them (keras_sanet's Conv2D: on where no GPU or TPU is visible, in
     float32, on large enough inputs: `flops.winograd_flops` counts those)."""
     return any(getattr(layer, "winograd_applies", False) and layer.winograd
@@ -459,7 +459,7 @@ def run_job(job):
         result["flops_per_image"] = count_flops(model, (1, *input_size, 3))
         # The training forward pass can do more (SANet's auxiliary head runs only there).
         result["train_flops_per_image"] = count_flops(model, (1, *input_size, 3), training=True)
-        # Of those, the convolutions Winograd F(2x2, 3x3) takes (their executed
+        # Of those, the convolutions Winograd F(4x4, 3x3) takes (their executed
         # multiplies are fewer where a row runs it: `executed_flops`).
         result["winograd_flops_per_image"] = winograd_flops(model, (1, *input_size, 3))
         result["count_flops_s"] = time.perf_counter() - start
@@ -683,7 +683,7 @@ def _other_variants(verdicts, best):
 
 def executed_flops(row, winograd_flops):
     """The row's inference FLOPs per image as executed: the counted (direct
-    convolution) FLOPs, less what Winograd F(2x2, 3x3) saves on the layers it
+    convolution) FLOPs, less what Winograd F(4x4, 3x3) saves on the layers it
     runs. None where the row's Winograd use or those layers' FLOPs are unknown."""
     from flops import WINOGRAD_MULTIPLY_FRACTION
 
@@ -722,7 +722,7 @@ def goals(rows):
             executed = (
                 " FLOPs are counted as direct convolutions; this row runs "
                 f"{1 - best['executed_flops_per_image'] / best['flops_per_image']:.0%} fewer "
-                "(Winograd F(2x2, 3x3) on its stride-1 3x3 convolutions): of the "
+                "(Winograd F(4x4, 3x3) on its stride-1 3x3 convolutions): of the "
                 f"multiply-adds it executes, {best['executed_fraction_of_peak']:.1%} of peak."
             )
         lines.append(
@@ -859,7 +859,7 @@ def markdown(rows, pipelines, toy):
         "or after it, median of the calls (the host's throughput can move for seconds at a "
         "time; goal (a) is judged on the paired figure). "
         "GFLOPs count every convolution as a direct one; executed GFLOPs count 4/9 of "
-        "them for the stride-1 3x3 convolutions a row runs as Winograd F(2x2, 3x3) "
+        "them for the stride-1 3x3 convolutions a row runs as Winograd F(4x4, 3x3) "
         "(keras_sanet.layers.Conv2D on CPUs, exports excepted), and % peak paired, "
         "executed scores those."
     )

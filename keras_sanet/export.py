@@ -205,11 +205,11 @@ def export_model(model, path, format, input_size=None):
 def plain_convolutions(model):
     """Within it, `model`'s keras_sanet Conv2D layers trace plain convolutions.
 
-    Their Winograd F(2x2, 3x3) (on CPUs, keras_sanet.layers.Conv2D) stays
+    Their Winograd convolutions (on CPUs, keras_sanet.layers.Conv2D) stay
     out of exported graphs: TensorFlow's graph optimiser, LiteRT and
     onnxruntime pick their own convolution algorithms for the machine that
-    runs the artifact, and converters know convolutions better than 16
-    matmuls between slices.
+    runs the artifact, and converters know convolutions better than dozens
+    of matmuls between slices.
     """
     layers = [layer for layer in model._flatten_layers() if hasattr(layer, "winograd")]
     saved = [layer.winograd for layer in layers]

@@ -126,25 +126,32 @@ def test_winograd_flops_count_the_convolutions_winograd_takes():
         32 * 32 * 128 * 256 + 16 * 16 * 256 * 128 + 2 * 16 * 16 * 256 * 256) + 2 * 16 * 16 * 2 * 256
 
 
+@pytest.mark.parametrize("output_size, fraction", [(2, 16 / 36), (4, 36 / 144)])
+def test_winograd_multiplies_per_direct_convolution_multiply(output_size, fraction):
+    from flops import winograd_multiply_fraction
+
+    assert winograd_multiply_fraction(output_size) == pytest.approx(fraction)
+
+
 @pytest.mark.parametrize("runs_winograd", [True, False])
 def test_executed_flops_take_out_what_winograd_saves(runs_winograd):
-    # 2 GFLOPs counted, 0.9 of them Winograd-shaped: run as Winograd, 4/9 of
-    # those 0.9 execute, 1.5 GFLOPs in all; 80 % of peak counted is 60 % executed.
+    # 2 GFLOPs counted, 0.8 of them Winograd-shaped: run as Winograd F(4x4, 3x3),
+    # 1/4 of those 0.8 execute, 1.4 GFLOPs in all; 80 % of peak counted is 56 % executed.
     row = _fake_row(speed.SANET_OS8, 40.0, 0.1, 8, flops_per_image=2e9,
-                    winograd_flops_per_image=0.9e9,
+                    winograd_flops_per_image=0.8e9,
                     winograd=runs_winograd)
     row["infer"] |= {"seconds": [0.025], "peak_gflops_beside": [100.0]}
     speed.derive([row], [])
     assert row["fraction_of_matmul_peak_paired"] == pytest.approx(0.8)
-    executed = 1.5e9 if runs_winograd else 2e9
+    executed = 1.4e9 if runs_winograd else 2e9
     assert row["executed_flops_per_image"] == pytest.approx(executed)
     assert row["executed_fraction_of_peak"] == pytest.approx(0.8 * executed / 2e9)
     (line,) = [g for g in speed.goals([row]) if g.startswith("(a)")]
     assert "best 80.0%" in line  # judged on counted FLOPs, the executed figure beside
-    assert ("25% fewer" in line and "60.0% of peak" in line) is runs_winograd
+    assert ("30% fewer" in line and "56.0% of peak" in line) is runs_winograd
     table = speed.markdown([row], [], toy=False)
     assert "| executed GFLOPs/image | % peak paired, executed |" in table
-    assert ("| 1.5 | 60.0 |" if runs_winograd else "| 2 | 80.0 |") in table
+    assert ("| 1.4 | 56.0 |" if runs_winograd else "| 2 | 80.0 |") in table
 
 
 def _fake_row(model, images_per_second, train_s, output_stride, **extra):
@@ -482,7 +489,7 @@ def test_speed_toy_run_prints_a_table_and_writes_json(tmp_path):
         assert len(row["infer"]["peak_gflops_beside"]) == len(row["infer"]["seconds"])
         assert row["fraction_of_matmul_peak_paired"] > 0
         assert row["peak_rss_mb"] > 0
-        # Winograd F(2x2, 3x3): float32 on a CPU (Conv2D's default; keras-hub's
+        # Winograd: float32 on a CPU (Conv2D's default; keras-hub's
         # DeepLabV3 has Keras' Conv2D), but no convolution of the toy size is
         # large enough to take it: the executed FLOPs are the counted ones.
         assert row["winograd"] is (row["variant"] == "default" and row["model"] != speed.PEER)

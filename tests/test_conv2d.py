@@ -61,7 +61,7 @@ CHANNELS_FIRST_CASES = {
     "1x1": ((1, 6, 6, 4), dict(filters=3, kernel_size=1), False),  # a matmul already
 }
 
-# Convolutions Winograd F(2x2, 3x3) can compute (True) or not (False).
+# Convolutions Winograd can compute (True) or not (False).
 WINOGRAD_CASES = {
     "3x3_same": ((2, 7, 6, 5), dict(filters=6, kernel_size=3, padding="same"), True),
     "3x3_same_dilated_2_relu_no_bias": ((1, 9, 8, 4), dict(

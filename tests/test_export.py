@@ -177,7 +177,7 @@ def test_cli_errors_name_the_fix(setup, tmp_path, capsys):
 
 
 def test_exports_trace_plain_convolutions_and_keep_the_model_s_switches(setup):
-    # Winograd F(2x2, 3x3) stays out of artifacts (their runtimes pick their
+    # Winograd stays out of artifacts (their runtimes pick their
     # own algorithms); the model in memory keeps what it had.
     model = setup["model"]
     layers = [layer for layer in model._flatten_layers() if hasattr(layer, "winograd")]

@@ -16,8 +16,8 @@ then to PyTorch's channels-last layout, which is the NHWC tensor's own memory;
 the view costs nothing and oneDNN reads it as it is (section 11).
 
 On a machine without GPUs or TPUs, a float32 stride-1 "same" 3x3 convolution
-runs as Winograd's F(2x2, 3x3) (`keras_sanet.layers.winograd`), in inference
-and training: 2.25x fewer multiply-adds, as 16 matmuls (section 12).
+runs as Winograd's F(4x4, 3x3) (`keras_sanet.layers.winograd`), in inference
+and training: 4x fewer multiply-adds, as 36 matmuls (sections 12 and 14).
 
 The class keeps Keras' name on purpose: Keras 3 `.weights.h5` files key a
 functional model's layers by class name (`conv2d_7`), so a backbone built from
@@ -32,9 +32,9 @@ from keras_sanet import devices
 from keras_sanet.layers.winograd import winograd_conv3x3
 
 
-# Winograd F(2x2, 3x3) from these sizes up (`Conv2D.runs_winograd`); below them
-# the transforms' many small ops cost more than the multiplies saved (PROFILE.md
-# section 12). Pixels: SANet-MobileNetV2's heads at 22x22 ran 0.90x on TensorFlow,
+# Winograd from these sizes up (`Conv2D.runs_winograd`); below them the
+# transforms' many small ops cost more than the multiplies saved (PROFILE.md
+# section 12, measured with F(2x2, 3x3)). Pixels: SANet-MobileNetV2's heads at 22x22 ran 0.90x on TensorFlow,
 # 32x32 maps of 2048 channels 1.45x. Channels: alone, SANet-R50's convolutions
 # with 64-128 channels ran 0.42-0.99x on TensorFlow and PyTorch, those of 256+
 # faster; in the whole model a floor of 256 instead of 64 kept TensorFlow's speed
@@ -42,6 +42,10 @@ from keras_sanet.layers.winograd import winograd_conv3x3
 # and moved JAX 2-4 % either way.
 WINOGRAD_MIN_PIXELS = 32 * 32
 WINOGRAD_MIN_CHANNELS = 256
+# F(4x4, 3x3) over F(2x2, 3x3), SANet-R50 OS8 at 512x512 (PROFILE.md section 14):
+# inference 1.05-1.09x and training step 1.05-1.12x faster on all three backends,
+# at ~10x F(2x2, 3x3)'s float32 rounding (~2e-5 of the largest output).
+WINOGRAD_OUTPUT_SIZE = 4
 
 
 def spatial_sizes_known(inputs):
@@ -80,8 +84,9 @@ class Conv2D(keras.layers.Conv2D):
     (`convolve_channels_first`, on by default on PyTorch only). With `winograd`
     (on by default where no GPU or TPU is visible), float32 stride-1 "same" 3x3
     convolutions of at least `winograd_min_pixels` (32x32) pixels and
-    `winograd_min_channels` (256) channels in and out run as Winograd F(2x2,
-    3x3) (`keras_sanet.layers.winograd`).
+    `winograd_min_channels` (256) channels in and out run as Winograd F(4x4,
+    3x3) (`keras_sanet.layers.winograd`; `winograd_output_size = 2` for
+    F(2x2, 3x3)).
 
     Args:
         *args, **kwargs: those of `keras.layers.Conv2D`.
@@ -114,10 +119,13 @@ class Conv2D(keras.layers.Conv2D):
         # Not in the config; why these floors: at their constants.
         self.winograd_min_pixels = WINOGRAD_MIN_PIXELS
         self.winograd_min_channels = WINOGRAD_MIN_CHANNELS
+        # Not in the config: Winograd's output tile, 2 for F(2x2, 3x3) or 4 for
+        # F(4x4, 3x3) (`winograd_conv3x3`'s `output_size`).
+        self.winograd_output_size = WINOGRAD_OUTPUT_SIZE
 
     @property
     def winograd_shape(self):
-        """Whether this convolution's shape allows Winograd F(2x2, 3x3): a
+        """Whether this convolution's shape allows Winograd: a
         stride-1, "same"-padded, single-group, channels-last 3x3 (any dilation)."""
         return (
             tuple(self.kernel_size) == (3, 3)
@@ -134,7 +142,7 @@ class Conv2D(keras.layers.Conv2D):
         return self.winograd_shape and self.compute_dtype == "float32"
 
     def winograd_takes(self, inputs):
-        """Whether Winograd F(2x2, 3x3) would run on `inputs` (switched on, in
+        """Whether Winograd would run on `inputs` (switched on, in
         float32): a `winograd_shape` kernel on inputs of known height and width,
         at least `winograd_min_pixels` of them, with at least
         `winograd_min_channels` channels in and out."""
@@ -145,7 +153,7 @@ class Conv2D(keras.layers.Conv2D):
                 and min(channels, self.filters) >= self.winograd_min_channels)
 
     def runs_winograd(self, inputs):
-        """Whether the convolution of `inputs` is Winograd F(2x2, 3x3)'s."""
+        """Whether the convolution of `inputs` is Winograd's."""
         return self.winograd and self.winograd_applies and self.winograd_takes(inputs)
 
     @property
@@ -186,7 +194,8 @@ class Conv2D(keras.layers.Conv2D):
 
     def convolution_op(self, inputs, kernel):
         if self.runs_winograd(inputs):
-            return winograd_conv3x3(inputs, kernel, self.dilation_rate)
+            return winograd_conv3x3(inputs, kernel, self.dilation_rate,
+                                    self.winograd_output_size)
         if self.filter_gradient_runs_as_matmul and spatial_sizes_known(inputs):
             return self._convolve_with_matmul_filter_gradient(inputs, kernel)
         if self.runs_channels_first:
