@@ -46,6 +46,7 @@ pair rows of one variant, and each goal names its best variant:
 
 import argparse
 import datetime
+import fractions
 import json
 import os
 import platform
@@ -852,14 +853,17 @@ def markdown(rows, pipelines, toy):
     for variant in dict.fromkeys(row["variant"] for row in rows):
         lines.append(f"Variant {variant}: {VARIANTS[variant].description}.")
     lines.append("Ratios (vs DeepLabV3) pair rows of the same variant, backend, batch and input.")
+    from flops import WINOGRAD_MULTIPLY_FRACTION
+
+    executed_share = fractions.Fraction(WINOGRAD_MULTIPLY_FRACTION).limit_denominator(100)
     lines.append(
         "% matmul peak: the median call's GFLOP/s over the best matmul timed before and after "
         "the whole measurement in the child process; "
         "% peak paired: each timed call's GFLOP/s over the best matmul timed right before "
         "or after it, median of the calls (the host's throughput can move for seconds at a "
         "time; goal (a) is judged on the paired figure). "
-        "GFLOPs count every convolution as a direct one; executed GFLOPs count 4/9 of "
-        "them for the stride-1 3x3 convolutions a row runs as Winograd F(4x4, 3x3) "
+        "GFLOPs count every convolution as a direct one; executed GFLOPs count "
+        f"{executed_share} of them for the stride-1 3x3 convolutions a row runs as Winograd F(4x4, 3x3) "
         "(keras_sanet.layers.Conv2D on CPUs, exports excepted), and % peak paired, "
         "executed scores those."
     )
