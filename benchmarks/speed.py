@@ -863,8 +863,9 @@ def markdown(rows, pipelines, toy):
         "or after it, median of the calls (the host's throughput can move for seconds at a "
         "time; goal (a) is judged on the paired figure). "
         "GFLOPs count every convolution as a direct one; executed GFLOPs count "
-        f"{executed_share} of them for the stride-1 3x3 convolutions a row runs as Winograd F(4x4, 3x3) "
-        "(keras_sanet.layers.Conv2D on CPUs, exports excepted), and % peak paired, "
+        f"{executed_share} of them for the stride-1 3x3 convolutions a row runs as "
+        "Winograd F(4x4, 3x3) (keras_sanet.layers.Conv2D on CPUs, exports excepted), "
+        "and % peak paired, "
         "executed scores those."
     )
     peaks = {}

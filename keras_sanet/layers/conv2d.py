@@ -34,12 +34,13 @@ from keras_sanet.layers.winograd import winograd_conv3x3
 
 # Winograd from these sizes up (`Conv2D.runs_winograd`); below them the
 # transforms' many small ops cost more than the multiplies saved (PROFILE.md
-# section 12, measured with F(2x2, 3x3)). Pixels: SANet-MobileNetV2's heads at 22x22 ran 0.90x on TensorFlow,
-# 32x32 maps of 2048 channels 1.45x. Channels: alone, SANet-R50's convolutions
-# with 64-128 channels ran 0.42-0.99x on TensorFlow and PyTorch, those of 256+
-# faster; in the whole model a floor of 256 instead of 64 kept TensorFlow's speed
-# and cut 0.57 GB of its training memory, sped up PyTorch's training step 1.04x,
-# and moved JAX 2-4 % either way.
+# section 12, with F(2x2, 3x3)). Pixels: SANet-MobileNetV2's heads at 22x22 ran
+# 0.90x on TensorFlow, 32x32 maps of 2048 channels 1.45x. Channels: alone,
+# SANet-R50's convolutions with 64-128 channels ran 0.42-0.99x on TensorFlow and
+# PyTorch, those of 256+ faster; in the whole model a floor of 256 instead of 64
+# kept TensorFlow's speed and cut 0.57 GB of its training memory, sped up
+# PyTorch's training step 1.04x, and moved JAX 2-4 % either way. With F(4x4, 3x3),
+# 128 instead of 256 moved the model 0.96-1.02x (section 14).
 WINOGRAD_MIN_PIXELS = 32 * 32
 WINOGRAD_MIN_CHANNELS = 256
 # F(4x4, 3x3) over F(2x2, 3x3), SANet-R50 OS8 at 512x512 (PROFILE.md section 14):

@@ -266,8 +266,9 @@ def winograd_conv3x3(inputs, kernel, dilation_rate=(1, 1), output_size=2):
             input_gradient = _convolve(upstream, flipped, rates, algorithm)[0]
             products_gradient = _products_gradient(upstream, grid, algorithm)
             # Recomputed, not kept from the forward pass: the tiles take 2.25x
-            # (F(4x4, 3x3)) or 4x the input's memory (F(2x2, 3x3): PyTorch's peak for SANet-R50's training step: +1.1
-            # GB kept, +0.25 GB recomputed, at 0-10 % of these layers' time).
+            # (F(4x4, 3x3)) or 4x (F(2x2, 3x3)) the input's memory. With F(2x2,
+            # 3x3), PyTorch's peak for SANet-R50's training step: +1.1 GB kept,
+            # +0.25 GB recomputed, at 0-10 % of these layers' time.
             tiles = _input_tiles(x, rates, algorithm)[0]
             # (tile * tile, in, out): per tile position, tiles^T @ products' gradient.
             transformed_gradient = ops.matmul(ops.transpose(tiles, (0, 2, 1)),
