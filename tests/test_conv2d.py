@@ -1,5 +1,7 @@
 """keras_sanet.layers.Conv2D: keras.layers.Conv2D's outputs, gradients, config and files."""
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -200,6 +202,16 @@ def test_winograd_in_a_model_of_unknown_image_size_matches_keras():
                                    rtol=1e-5)
         for weight, expected in zip(ours.get_weights(), reference.get_weights()):
             np.testing.assert_allclose(weight, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [3, "4", None])
+def test_unknown_winograd_output_size_is_refused_where_it_is_set(size):
+    layer = Conv2D(4, 3, padding="same", name="head_conv")
+    with pytest.raises(ValueError, match=(
+            r"Conv2D 'head_conv': winograd_output_size must be one of \[2, 4\].*got "
+            + re.escape(repr(size)) + r".*winograd = False")):
+        layer.winograd_output_size = size
+    assert layer.winograd_output_size == 4  # unchanged
 
 
 def test_winograd_is_float32_only():

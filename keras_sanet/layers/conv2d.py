@@ -29,6 +29,7 @@ import keras
 from keras import ops
 
 from keras_sanet import devices
+from keras_sanet.layers.winograd import ALGORITHMS
 from keras_sanet.layers.winograd import winograd_conv3x3
 
 
@@ -123,6 +124,21 @@ class Conv2D(keras.layers.Conv2D):
         # Not in the config: Winograd's output tile, 2 for F(2x2, 3x3) or 4 for
         # F(4x4, 3x3) (`winograd_conv3x3`'s `output_size`).
         self.winograd_output_size = WINOGRAD_OUTPUT_SIZE
+
+    @property
+    def winograd_output_size(self):
+        """Winograd's output tile: 2 for F(2x2, 3x3), 4 for F(4x4, 3x3)."""
+        return self._winograd_output_size
+
+    @winograd_output_size.setter
+    def winograd_output_size(self, size):
+        # Checked here, where it is set, rather than at the next call.
+        if size not in ALGORITHMS:
+            raise ValueError(
+                f"{type(self).__name__} {self.name!r}: winograd_output_size must be one of "
+                f"{sorted(ALGORITHMS)} (2 for F(2x2, 3x3), 4 for F(4x4, 3x3)); got "
+                f"{size!r}. Set `winograd = False` for the backend's own convolution.")
+        self._winograd_output_size = size
 
     @property
     def winograd_shape(self):
