@@ -19,8 +19,10 @@ layers held in lists are found through Keras' layer tracking.
 These are the direct convolutions' FLOPs, whichever algorithm runs them.
 keras_sanet's Conv2D computes float32 stride-1 "same" 3x3 convolutions as
 Winograd F(4x4, 3x3) on CPUs, with 36 multiplies per 4x4 outputs where the
-direct convolution has 144: `winograd_flops` counts the calls it takes, and
-`WINOGRAD_MULTIPLY_FRACTION` of those is what runs.
+direct convolution has 144 (F(2x2, 3x3), a layer's `winograd_output_size = 2`:
+16 per 2x2): `winograd_flops` counts the calls it takes as direct convolutions,
+`winograd_executed_flops` the multiply-adds each of them runs at its own layer's
+tile size.
 """
 
 import contextlib
@@ -32,8 +34,6 @@ from keras.src.layers.convolutional.base_conv import BaseConv
 from keras.src.layers.convolutional.base_conv_transpose import BaseConvTranspose
 from keras.src.layers.convolutional.base_depthwise_conv import BaseDepthwiseConv
 from keras.src.layers.convolutional.base_separable_conv import BaseSeparableConv
-
-from keras_sanet.layers.conv2d import WINOGRAD_OUTPUT_SIZE
 
 
 def _shape(tensor):
@@ -192,9 +192,6 @@ def winograd_multiply_fraction(output_size):
     return (output_size + 2) ** 2 / (9 * output_size ** 2)
 
 
-# Of keras_sanet Conv2D's default, F(4x4, 3x3): 36 / 144.
-WINOGRAD_MULTIPLY_FRACTION = winograd_multiply_fraction(WINOGRAD_OUTPUT_SIZE)
-
 
 def count_flops(model, input_shape, training=False):
     """Total FLOPs (multiply-add = 2) of one forward pass on a batch of `input_shape`
@@ -202,18 +199,31 @@ def count_flops(model, input_shape, training=False):
     return sum(flops for _, flops in flops_by_layer(model, input_shape, training))
 
 
-def winograd_flops(model, input_shape, training=False):
-    """Of `count_flops`, those of the calls Winograd takes where it
-    is on (keras_sanet Conv2D's `winograd_takes`: the kernel's shape and the
-    input's sizes; whether it is on depends on the machine and the dtype)."""
+def winograd_calls(model, input_shape, training=False):
+    """`(output_size, direct-convolution FLOPs)` of each call Winograd takes
+    where it is on (keras_sanet Conv2D's `winograd_takes`: the kernel's shape and
+    the input's sizes; whether it is on depends on the machine and the dtype)."""
     trace(model, input_shape, training=training)
     taken = []
 
     def on_call(layer, inputs, args, kwargs, outputs):
         if layer.winograd_takes(inputs):
-            taken.append(call_flops(layer, inputs, outputs))
+            taken.append((layer.winograd_output_size, call_flops(layer, inputs, outputs)))
 
     layers = [layer for layer in counted_layers(model) if hasattr(layer, "winograd_takes")]
     with recording_calls(layers, on_call):
         trace(model, input_shape, taken, training=training)
-    return sum(taken)
+    return taken
+
+
+def winograd_flops(model, input_shape, training=False):
+    """Of `count_flops`, those of the calls Winograd takes where it is on,
+    counted as direct convolutions."""
+    return sum(flops for _, flops in winograd_calls(model, input_shape, training))
+
+
+def winograd_executed_flops(model, input_shape, training=False):
+    """The multiply-adds (x 2) those calls execute as Winograd, each at its own
+    layer's `winograd_output_size`: `winograd_multiply_fraction` of its FLOPs."""
+    return sum(winograd_multiply_fraction(size) * flops
+               for size, flops in winograd_calls(model, input_shape, training))

@@ -351,9 +351,9 @@ def layer_compute_dtypes(model):
 
 
 def runs_winograd(model):
-    """Whether the model's convolutions run as Winograd F(4x4, 3x3) where it
-    takes them (keras_sanet's Conv2D: on where no GPU or TPU is visible, in
-    float32, on large enough inputs: `flops.winograd_flops` counts those)."""
+    """Whether the model's convolutions run as Winograd where it takes them
+    (keras_sanet's Conv2D: on where no GPU or TPU is visible, in float32, on
+    large enough inputs: `flops.winograd_calls` lists those)."""
     return any(getattr(layer, "winograd_applies", False) and layer.winograd
                for layer in model._flatten_layers())
 
@@ -454,15 +454,20 @@ def run_job(job):
     log(f"{name}: peak RSS {result['peak_rss_mb']:.0f} MB")
     if job["count_flops"]:
         from flops import count_flops
-        from flops import winograd_flops
+        from flops import winograd_calls
+        from flops import winograd_multiply_fraction
 
         start = time.perf_counter()
         result["flops_per_image"] = count_flops(model, (1, *input_size, 3))
         # The training forward pass can do more (SANet's auxiliary head runs only there).
         result["train_flops_per_image"] = count_flops(model, (1, *input_size, 3), training=True)
-        # Of those, the convolutions Winograd F(4x4, 3x3) takes (their executed
-        # multiplies are fewer where a row runs it: `executed_flops`).
-        result["winograd_flops_per_image"] = winograd_flops(model, (1, *input_size, 3))
+        # Of those, the convolutions Winograd takes, and the multiply-adds they
+        # execute at each layer's tile size where a row runs it (`executed_flops`).
+        taken = winograd_calls(model, (1, *input_size, 3))
+        result["winograd_flops_per_image"] = sum(flops for _, flops in taken)
+        result["winograd_executed_flops_per_image"] = sum(
+            winograd_multiply_fraction(size) * flops for size, flops in taken)
+        result["winograd_output_sizes"] = sorted({size for size, _ in taken})
         result["count_flops_s"] = time.perf_counter() - start
         log(f"{name}: {result['flops_per_image'] / 1e9:.4g} GFLOPs per image, training "
             f"forward {result['train_flops_per_image'] / 1e9:.4g}")
@@ -589,8 +594,8 @@ def derive(rows, pipelines):
     train_flops = {
         r["model"]: r["train_flops_per_image"] for r in rows if r.get("train_flops_per_image")
     }
-    winograd_flops = {r["model"]: r["winograd_flops_per_image"] for r in rows
-                      if r.get("winograd_flops_per_image") is not None}
+    winograd_counts = {r["model"]: r for r in rows
+                       if r.get("winograd_flops_per_image") is not None}
     peers = {
         _pairing_key(r): r
         for r in rows
@@ -616,7 +621,10 @@ def derive(rows, pipelines):
                     row["flops_per_image"] * row["batch"] / seconds / 1e9 / peak
                     for seconds, peak in zip(row["infer"]["seconds"], beside)
                 )
-            executed = executed_flops(row, winograd_flops)
+            executed = executed_flops(row, winograd_counts.get(row["model"]))
+            if executed is not None and row["winograd"]:
+                row["winograd_output_sizes"] = winograd_counts[row["model"]].get(
+                    "winograd_output_sizes", [])
             if executed is not None:
                 row["executed_flops_per_image"] = executed
                 row["executed_fraction_of_peak"] = (
@@ -682,18 +690,24 @@ def _other_variants(verdicts, best):
     return "; other variants: " + ", ".join(others) if others else ""
 
 
-def executed_flops(row, winograd_flops):
+def executed_flops(row, counted):
     """The row's inference FLOPs per image as executed: the counted (direct
-    convolution) FLOPs, less what Winograd F(4x4, 3x3) saves on the layers it
-    runs. None where the row's Winograd use or those layers' FLOPs are unknown."""
-    from flops import WINOGRAD_MULTIPLY_FRACTION
-
-    shaped = winograd_flops.get(row["model"])
-    if shaped is None or "winograd" not in row:
+    convolution) FLOPs, with those of the layers Winograd runs replaced by the
+    multiply-adds it executes at their tile sizes. `counted`: the row of the
+    same model that counted them (or None). None where the row's Winograd use
+    or those layers' FLOPs are unknown."""
+    if counted is None or "winograd" not in row:
         return None
     if not row["winograd"]:
         return row["flops_per_image"]
-    return row["flops_per_image"] - (1 - WINOGRAD_MULTIPLY_FRACTION) * shaped
+    return (row["flops_per_image"] - counted["winograd_flops_per_image"]
+            + counted["winograd_executed_flops_per_image"])
+
+
+def winograd_name(output_sizes):
+    """"Winograd F(4x4, 3x3)" for the tile sizes a row's layers ran."""
+    tiles = " and ".join(f"F({m}x{m}, 3x3)" for m in output_sizes)
+    return f"Winograd {tiles}".rstrip()
 
 
 def _peak_fraction(row):
@@ -723,7 +737,8 @@ def goals(rows):
             executed = (
                 " FLOPs are counted as direct convolutions; this row runs "
                 f"{1 - best['executed_flops_per_image'] / best['flops_per_image']:.0%} fewer "
-                "(Winograd F(4x4, 3x3) on its stride-1 3x3 convolutions): of the "
+                f"({winograd_name(best.get('winograd_output_sizes', []))} on its stride-1 3x3 "
+                "convolutions): of the "
                 f"multiply-adds it executes, {best['executed_fraction_of_peak']:.1%} of peak."
             )
         lines.append(
@@ -853,9 +868,13 @@ def markdown(rows, pipelines, toy):
     for variant in dict.fromkeys(row["variant"] for row in rows):
         lines.append(f"Variant {variant}: {VARIANTS[variant].description}.")
     lines.append("Ratios (vs DeepLabV3) pair rows of the same variant, backend, batch and input.")
-    from flops import WINOGRAD_MULTIPLY_FRACTION
+    from flops import winograd_multiply_fraction
 
-    executed_share = fractions.Fraction(WINOGRAD_MULTIPLY_FRACTION).limit_denominator(100)
+    sizes = sorted({m for row in rows if row.get("winograd")
+                    for m in row.get("winograd_output_sizes", [])})
+    shares = ", ".join(
+        f"{fractions.Fraction(winograd_multiply_fraction(m)).limit_denominator(100)} for "
+        f"F({m}x{m}, 3x3)" for m in sizes)
     lines.append(
         "% matmul peak: the median call's GFLOP/s over the best matmul timed before and after "
         "the whole measurement in the child process; "
@@ -863,10 +882,10 @@ def markdown(rows, pipelines, toy):
         "or after it, median of the calls (the host's throughput can move for seconds at a "
         "time; goal (a) is judged on the paired figure). "
         "GFLOPs count every convolution as a direct one; executed GFLOPs count "
-        f"{executed_share} of them for the stride-1 3x3 convolutions a row runs as "
-        "Winograd F(4x4, 3x3) (keras_sanet.layers.Conv2D on CPUs, exports excepted), "
-        "and % peak paired, "
-        "executed scores those."
+        "(m + 2)^2 / 9m^2 of them for the stride-1 3x3 convolutions a row runs as "
+        "Winograd F(m x m, 3x3) (keras_sanet.layers.Conv2D on CPUs, exports excepted; "
+        f"m is each layer's winograd_output_size{': ' + shares if shares else ''}), "
+        "and % peak paired, executed scores those."
     )
     peaks = {}
     for row in rows:

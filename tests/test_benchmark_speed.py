@@ -126,6 +126,25 @@ def test_winograd_flops_count_the_convolutions_winograd_takes():
         32 * 32 * 128 * 256 + 16 * 16 * 256 * 128 + 2 * 16 * 16 * 256 * 256) + 2 * 16 * 16 * 2 * 256
 
 
+@pytest.mark.parametrize("output_sizes", [(4, 4), (2, 4), (2, 2)])
+def test_winograd_executed_flops_follow_each_layers_tile_size(output_sizes):
+    from flops import winograd_calls
+    from flops import winograd_executed_flops
+
+    from keras_sanet.layers import Conv2D
+
+    inputs = keras.Input((32, 32, 256))
+    first, second = Conv2D(256, 3, padding="same"), Conv2D(256, 3, padding="same")
+    model = keras.Model(inputs, second(first(inputs)))
+    first.winograd_output_size, second.winograd_output_size = output_sizes
+    direct = 2 * 32 * 32 * 256 * 9 * 256
+    assert winograd_calls(model, (1, 32, 32, 256)) == [(m, direct) for m in output_sizes]
+    # F(2x2, 3x3): 16 multiplies per 2x2 outputs (4/9 of 36); F(4x4, 3x3): 36 per 4x4 (1/4).
+    share = {2: 4 / 9, 4: 1 / 4}
+    assert winograd_executed_flops(model, (1, 32, 32, 256)) == pytest.approx(
+        sum(share[m] * direct for m in output_sizes))
+
+
 @pytest.mark.parametrize("output_size, fraction", [(2, 16 / 36), (4, 36 / 144)])
 def test_winograd_multiplies_per_direct_convolution_multiply(output_size, fraction):
     from flops import winograd_multiply_fraction
@@ -138,8 +157,8 @@ def test_executed_flops_take_out_what_winograd_saves(runs_winograd):
     # 2 GFLOPs counted, 0.8 of them Winograd-shaped: run as Winograd F(4x4, 3x3),
     # 1/4 of those 0.8 execute, 1.4 GFLOPs in all; 80 % of peak counted is 56 % executed.
     row = _fake_row(speed.SANET_OS8, 40.0, 0.1, 8, flops_per_image=2e9,
-                    winograd_flops_per_image=0.8e9,
-                    winograd=runs_winograd)
+                    winograd_flops_per_image=0.8e9, winograd_executed_flops_per_image=0.2e9,
+                    winograd_output_sizes=[4], winograd=runs_winograd)
     row["infer"] |= {"seconds": [0.025], "peak_gflops_beside": [100.0]}
     speed.derive([row], [])
     assert row["fraction_of_matmul_peak_paired"] == pytest.approx(0.8)
@@ -149,10 +168,11 @@ def test_executed_flops_take_out_what_winograd_saves(runs_winograd):
     (line,) = [g for g in speed.goals([row]) if g.startswith("(a)")]
     assert "best 80.0%" in line  # judged on counted FLOPs, the executed figure beside
     assert ("30% fewer" in line and "56.0% of peak" in line) is runs_winograd
+    assert ("(Winograd F(4x4, 3x3) on its" in line) is runs_winograd
     table = speed.markdown([row], [], toy=False)
     assert "| executed GFLOPs/image | % peak paired, executed |" in table
     assert ("| 1.4 | 56.0 |" if runs_winograd else "| 2 | 80.0 |") in table
-    assert "executed GFLOPs count 1/4 of them" in table
+    assert ("winograd_output_size: 1/4 for F(4x4, 3x3))" in table) is runs_winograd
 
 
 def _fake_row(model, images_per_second, train_s, output_stride, **extra):
