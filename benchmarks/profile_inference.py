@@ -656,6 +656,19 @@ def probe_winograd_f4(args):
                       "at least its floors' pixels and channels)", values=(2, 4))
 
 
+def probe_winograd_matmuls(args):
+    """SANet whose Winograd tile transforms are one matmul each (the tiles
+    gathered, then `(tile^2, tile^2)` and `(m^2, tile^2)` matrices) against the
+    same model with the transforms as sums slice by slice (any backend).
+
+    `winograd_transforms_as_matmuls` False on every keras_sanet Conv2D of the
+    first model, True on the second. See `_switch_ab`.
+    """
+    return _switch_ab(args, "winograd_transforms_as_matmuls", "winograd_applies",
+                      "convolutions are float32 stride-1 3x3 (Winograd takes those of "
+                      "at least its floors' pixels and channels)")
+
+
 def probe_winograd_layers(args):
     """Every distinct convolution that Winograd takes in SANet's
     training pass, timed alone with its `winograd` switch off and on in turn:
@@ -780,6 +793,7 @@ PROBES = {
     "filter_gradient": probe_filter_gradient, "depthwise": probe_depthwise,
     "channels_first": probe_channels_first, "winograd": probe_winograd,
     "winograd_layers": probe_winograd_layers, "winograd_f4": probe_winograd_f4,
+    "winograd_matmuls": probe_winograd_matmuls,
 }
 
 

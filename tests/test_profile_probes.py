@@ -87,6 +87,9 @@ def test_backward_probe_times_every_leaf_call_of_the_training_pass(capsys):
     ("winograd", "winograd", "convolutions are float32 stride-1 3x3", False),
     # Winograd's output tile, 2 against 4, on those convolutions.
     ("winograd_f4", "winograd_output_size", "convolutions are float32 stride-1 3x3", 2),
+    # Winograd's tile transforms as sums against one matmul each.
+    ("winograd_matmuls", "winograd_transforms_as_matmuls",
+     "convolutions are float32 stride-1 3x3", False),
 ])
 def test_switch_probes_time_both_paths_and_their_outputs_agree(capsys, probe, switch, what,
                                                                off):

@@ -27,18 +27,21 @@ CASES = {
 # float32 rounding of the transforms, as a fraction of the largest output or
 # gradient: F(4x4, 3x3)'s transforms multiply by up to 8 and divide by 24.
 TOLERANCE = {2: 1e-5, 4: 5e-5}
+# The tile transforms as sums slice by slice, or as one matmul each.
+TRANSFORMS = {"sums": False, "matmuls": True}
 
 
+@pytest.mark.parametrize("transforms", TRANSFORMS)
 @pytest.mark.parametrize("output_size", TOLERANCE)
 @pytest.mark.parametrize("case", CASES)
-def test_matches_direct_convolution(case, output_size):
+def test_matches_direct_convolution(case, output_size, transforms):
     shape, rates = CASES[case]
     x = random_features(shape)
     kernel = random_features((3, 3, shape[-1], 6), seed=1)
     expected = to_numpy(keras.ops.conv(x, kernel, padding="same", dilation_rate=rates))
     outputs = to_numpy(winograd_conv3x3(keras.ops.convert_to_tensor(x),
                                         keras.ops.convert_to_tensor(kernel), rates,
-                                        output_size))
+                                        output_size, TRANSFORMS[transforms]))
     assert outputs.shape == expected.shape
     np.testing.assert_allclose(outputs, expected, rtol=0,
                                atol=TOLERANCE[output_size] * np.abs(expected).max())
@@ -56,9 +59,10 @@ def test_unknown_output_size_names_the_choices():
         winograd_conv3x3(x, kernel, output_size=3)
 
 
+@pytest.mark.parametrize("transforms", TRANSFORMS)
 @pytest.mark.parametrize("output_size", TOLERANCE)
 @pytest.mark.parametrize("case", CASES)
-def test_gradients_match_direct_convolution(case, output_size):
+def test_gradients_match_direct_convolution(case, output_size, transforms):
     # The gradients are written out, not autodiff's: each tiling above is checked
     # in the backward pass too (padding to whole tiles, crops, dilations).
     shape, rates = CASES[case]
@@ -66,6 +70,7 @@ def test_gradients_match_direct_convolution(case, output_size):
         filters=6, kernel_size=3, padding="same", dilation_rate=rates, use_bias=False))
     winograd_at_any_size(ours)
     ours.winograd_output_size = output_size
+    ours.winograd_transforms_as_matmuls = TRANSFORMS[transforms]
     assert ours.runs_winograd(x)
     assert_gradients_match(ours, reference, x, atol=TOLERANCE[output_size],
                            atol_of_largest=True)

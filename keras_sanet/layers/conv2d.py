@@ -88,7 +88,8 @@ class Conv2D(keras.layers.Conv2D):
     convolutions of at least `winograd_min_pixels` (32x32) pixels and
     `winograd_min_channels` (256) channels in and out run as Winograd F(4x4,
     3x3) (`keras_sanet.layers.winograd`; `winograd_output_size = 2` for
-    F(2x2, 3x3)).
+    F(2x2, 3x3)), their tile transforms one matmul each
+    (`winograd_transforms_as_matmuls = False`: sums slice by slice).
 
     Args:
         *args, **kwargs: those of `keras.layers.Conv2D`.
@@ -124,6 +125,11 @@ class Conv2D(keras.layers.Conv2D):
         # Not in the config: Winograd's output tile, 2 for F(2x2, 3x3) or 4 for
         # F(4x4, 3x3) (`winograd_conv3x3`'s `output_size`).
         self.winograd_output_size = WINOGRAD_OUTPUT_SIZE
+        # Not in the config: Winograd's tile transforms as one matmul each
+        # (`winograd_conv3x3`'s `transforms_as_matmuls`). SANet-R50 OS8 at
+        # 512x512 with F(4x4, 3x3) (PROFILE.md section 16): training step 1.11x
+        # on JAX, 1.02x on TensorFlow, 1.01x on PyTorch; inference 1.02-1.05x.
+        self.winograd_transforms_as_matmuls = True
 
     @property
     def winograd_output_size(self):
@@ -212,7 +218,8 @@ class Conv2D(keras.layers.Conv2D):
     def convolution_op(self, inputs, kernel):
         if self.runs_winograd(inputs):
             return winograd_conv3x3(inputs, kernel, self.dilation_rate,
-                                    self.winograd_output_size)
+                                    self.winograd_output_size,
+                                    self.winograd_transforms_as_matmuls)
         if self.filter_gradient_runs_as_matmul and spatial_sizes_known(inputs):
             return self._convolve_with_matmul_filter_gradient(inputs, kernel)
         if self.runs_channels_first:

@@ -77,25 +77,45 @@ def _f4_transform_output_gradient(gradients):
     return [g0, even + odd, even - odd, even4 + odd8, even4 - odd8, g3]
 
 
+def _transform_2d(transform, size):
+    """The 2D transform of a tile (`transform` along both axes) as one matrix on
+    the tile flattened row-major: the Kronecker product of the 1D matrix, read
+    off `transform` applied to the unit vectors."""
+    matrix = np.stack(transform(list(np.eye(size))), axis=0)
+    return np.kron(matrix, matrix)
+
+
 _Algorithm = collections.namedtuple("_Algorithm", [
     "outputs",  # m: output pixels per tile and axis; the tile is m + 2 inputs
     "transform_input", "transform_output", "transform_output_gradient",
     "kernel_transform_2d",  # (tile * tile, 9)
+    "input_transform_2d",  # (tile * tile, tile * tile): B^T d B on a flattened tile
+    "output_transform_2d",  # (m * m, tile * tile): A^T m A
 ])
 
+
+def _algorithm(outputs, transform_input, transform_output, transform_output_gradient,
+               kernel_transform):
+    tile = outputs + 2
+    return _Algorithm(outputs, transform_input, transform_output, transform_output_gradient,
+                      _kernel_transform_2d(np.array(kernel_transform)),
+                      _transform_2d(transform_input, tile),
+                      _transform_2d(transform_output, tile))
+
+
 ALGORITHMS = {
-    2: _Algorithm(2, _f2_transform_input, _f2_transform_output,
-                  _f2_transform_output_gradient, _kernel_transform_2d(np.array(
-                      [[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]]))),
-    4: _Algorithm(4, _f4_transform_input, _f4_transform_output,
-                  _f4_transform_output_gradient, _kernel_transform_2d(np.array([
+    2: _algorithm(2, _f2_transform_input, _f2_transform_output,
+                  _f2_transform_output_gradient,
+                  [[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]]),
+    4: _algorithm(4, _f4_transform_input, _f4_transform_output,
+                  _f4_transform_output_gradient, [
                       [1 / 4, 0, 0],
                       [-1 / 6, -1 / 6, -1 / 6],
                       [-1 / 6, 1 / 6, -1 / 6],
                       [1 / 24, 1 / 12, 1 / 6],
                       [1 / 24, -1 / 12, 1 / 6],
                       [0, 0, 1],
-                  ]))),
+                  ]),
 }
 
 
@@ -125,9 +145,20 @@ def _tiled_sizes(height, width, rates, algorithm):
                  for size, rate in zip((height, width), rates))
 
 
-def _input_tiles(inputs, rates, algorithm):
+def _matmul_2d(matrix, stacked):
+    """`matrix @ stacked` over the first axis of the `(tile positions, tiles,
+    channels)` `stacked`."""
+    flat = ops.reshape(stacked, (stacked.shape[0], -1))
+    product = ops.matmul(ops.convert_to_tensor(matrix, dtype=stacked.dtype), flat)
+    return ops.reshape(product, (len(matrix), -1, stacked.shape[-1]))
+
+
+def _input_tiles(inputs, rates, algorithm, as_matmuls=False):
     """B^T d B of every tile: `(tile * tile, tiles, in_channels)`, and the
-    tiles' grid `(row tiles, row_rate, column tiles, column_rate)`."""
+    tiles' grid `(row tiles, row_rate, column tiles, column_rate)`.
+
+    `as_matmuls`: the tiles gathered, then transformed by one matmul with the
+    `(tile * tile, tile * tile)` matrix, instead of sums slice by slice."""
     row_rate, column_rate = rates
     _, height, width, in_channels = inputs.shape
     tiled_height, tiled_width = _tiled_sizes(height, width, rates, algorithm)
@@ -140,15 +171,17 @@ def _input_tiles(inputs, rates, algorithm):
         (column_rate, m * column_rate + tiled_width - width),
         (0, 0),
     ))
-    rows = algorithm.transform_input(
-        _tile_slices(padded, 1, tiled_height, row_rate, algorithm))
+    transform = (lambda pieces: pieces) if as_matmuls else algorithm.transform_input
+    rows = transform(_tile_slices(padded, 1, tiled_height, row_rate, algorithm))
     transformed = []
     for row in rows:  # each (batch, row tiles, row_rate, padded width, in)
-        transformed += algorithm.transform_input(
-            _tile_slices(row, 3, tiled_width, column_rate, algorithm))
+        transformed += transform(_tile_slices(row, 3, tiled_width, column_rate, algorithm))
     # Each (batch, row tiles, row_rate, column tiles, column_rate, in).
     grid = tuple(transformed[0].shape[1:-1])
-    return ops.reshape(ops.stack(transformed), (len(transformed), -1, in_channels)), grid
+    tiles = ops.reshape(ops.stack(transformed), (len(transformed), -1, in_channels))
+    if as_matmuls:
+        tiles = _matmul_2d(algorithm.input_transform_2d, tiles)
+    return tiles, grid
 
 
 def _transform_kernel(kernel, algorithm):
@@ -163,20 +196,24 @@ def _transform_kernel(kernel, algorithm):
     return ops.reshape(transformed, (len(transform), in_channels, out_channels))
 
 
-def _outputs(products, grid, size, algorithm):
+def _outputs(products, grid, size, algorithm, as_matmuls=False):
     """A^T m A of the `(tile * tile, tiles, out)` products: the `(batch, height,
-    width, out)` outputs."""
+    width, out)` outputs (`as_matmuls`: one matmul, not sums slice by slice)."""
     out_channels = products.shape[-1]
     m, tile = algorithm.outputs, algorithm.outputs + 2
-    products = ops.reshape(products, (tile, tile, -1) + grid + (out_channels,))
-    parts = [
-        ops.stack(algorithm.transform_output([row[k] for k in range(tile)]))
-        for row in algorithm.transform_output([products[k] for k in range(tile)])
-    ]
+    if as_matmuls:
+        blocks = ops.reshape(_matmul_2d(algorithm.output_transform_2d, products),
+                             (m, m, -1) + grid + (out_channels,))
+    else:
+        products = ops.reshape(products, (tile, tile, -1) + grid + (out_channels,))
+        blocks = ops.stack([
+            ops.stack(algorithm.transform_output([row[k] for k in range(tile)]))
+            for row in algorithm.transform_output([products[k] for k in range(tile)])
+        ])
     # (m rows a, m columns b, batch, row tiles, row_rate, column tiles, column_rate,
     # out) -> (batch, row tiles, a, row_rate, column tiles, b, column_rate, out):
     # output row m * rate * t + a * rate + r.
-    outputs = ops.transpose(ops.stack(parts), (2, 3, 0, 4, 5, 1, 6, 7))
+    outputs = ops.transpose(blocks, (2, 3, 0, 4, 5, 1, 6, 7))
     tiled_height, tiled_width = m * grid[0] * grid[1], m * grid[2] * grid[3]
     outputs = ops.reshape(outputs, (-1, tiled_height, tiled_width, out_channels))
     if (tiled_height, tiled_width) != tuple(size):
@@ -184,7 +221,7 @@ def _outputs(products, grid, size, algorithm):
     return outputs
 
 
-def _products_gradient(upstream, grid, algorithm):
+def _products_gradient(upstream, grid, algorithm, as_matmuls=False):
     """The `(tile * tile, tiles, out)` products' gradient from the outputs'
     gradient (`_outputs` transposed: A g A^T per tile)."""
     _, height, width, out_channels = upstream.shape
@@ -197,6 +234,10 @@ def _products_gradient(upstream, grid, algorithm):
                                       out_channels))
     # (a, b, batch, row tiles, row_rate, column tiles, column_rate, out)
     upstream = ops.transpose(upstream, (2, 5, 0, 1, 3, 4, 6, 7))
+    if as_matmuls:
+        gradient = _matmul_2d(algorithm.output_transform_2d.T,
+                              ops.reshape(upstream, (m * m, -1, out_channels)))
+        return gradient
     rows_gradient = algorithm.transform_output_gradient([upstream[a] for a in range(m)])
     gradient = []
     for row in rows_gradient:
@@ -204,14 +245,15 @@ def _products_gradient(upstream, grid, algorithm):
     return ops.reshape(ops.stack(gradient), (len(gradient), -1, out_channels))
 
 
-def _convolve(inputs, kernel, rates, algorithm):
+def _convolve(inputs, kernel, rates, algorithm, as_matmuls):
     """The forward pass: `(outputs, input tiles, tile grid)`."""
-    tiles, grid = _input_tiles(inputs, rates, algorithm)
+    tiles, grid = _input_tiles(inputs, rates, algorithm, as_matmuls)
     products = ops.matmul(tiles, _transform_kernel(kernel, algorithm))
-    return _outputs(products, grid, inputs.shape[1:3], algorithm), tiles, grid
+    return _outputs(products, grid, inputs.shape[1:3], algorithm, as_matmuls), tiles, grid
 
 
-def winograd_conv3x3(inputs, kernel, dilation_rate=(1, 1), output_size=2):
+def winograd_conv3x3(inputs, kernel, dilation_rate=(1, 1), output_size=2,
+                     transforms_as_matmuls=False):
     """A stride-1, "same"-padded 3x3 convolution of NHWC `inputs` by Winograd
     F(m x m, 3x3), m = `output_size`.
 
@@ -235,6 +277,13 @@ def winograd_conv3x3(inputs, kernel, dilation_rate=(1, 1), output_size=2):
         output_size: 2 for F(2x2, 3x3) (4x4 tiles, 16 matmuls, 2.25x fewer
             multiplies than the direct convolution) or 4 for F(4x4, 3x3) (6x6
             tiles, 36 matmuls, 4x fewer; larger transforms and rounding errors).
+        transforms_as_matmuls: the tiles' transforms B^T d B and A^T m A (and
+            the latter's transpose in the gradient) as one matmul each with
+            the `(tile^2, tile^2)` or `(m^2, tile^2)` matrix on the gathered
+            tiles, instead of sums slice by slice: fewer, larger ops, which
+            XLA and TensorFlow ran faster. The dense matrices multiply by their
+            zeros too: (tile^2 / out_channels + m^2 / in_channels) times the
+            products' multiply-adds more (SANet-R50 OS8: +11 %).
 
     Returns:
         `(batch, height, width, out_channels)`.
@@ -257,19 +306,21 @@ def winograd_conv3x3(inputs, kernel, dilation_rate=(1, 1), output_size=2):
 
     @ops.custom_gradient
     def convolution(x, w):
-        outputs, _, grid = _convolve(x, w, rates, algorithm)
+        outputs, _, grid = _convolve(x, w, rates, algorithm, transforms_as_matmuls)
 
         def gradients(*args, upstream=None):
             if upstream is None:  # TensorFlow and JAX pass it positionally
                 (upstream,) = args
             flipped = ops.transpose(ops.flip(ops.flip(w, axis=0), axis=1), (0, 1, 3, 2))
-            input_gradient = _convolve(upstream, flipped, rates, algorithm)[0]
-            products_gradient = _products_gradient(upstream, grid, algorithm)
+            input_gradient = _convolve(upstream, flipped, rates, algorithm,
+                                       transforms_as_matmuls)[0]
+            products_gradient = _products_gradient(upstream, grid, algorithm,
+                                                   transforms_as_matmuls)
             # Recomputed, not kept from the forward pass: the tiles take 2.25x
             # (F(4x4, 3x3)) or 4x (F(2x2, 3x3)) the input's memory. With F(2x2,
             # 3x3), PyTorch's peak for SANet-R50's training step: +1.1 GB kept,
             # +0.25 GB recomputed, at 0-10 % of these layers' time.
-            tiles = _input_tiles(x, rates, algorithm)[0]
+            tiles = _input_tiles(x, rates, algorithm, transforms_as_matmuls)[0]
             # (tile * tile, in, out): per tile position, tiles^T @ products' gradient.
             transformed_gradient = ops.matmul(ops.transpose(tiles, (0, 2, 1)),
                                               products_gradient)
