@@ -884,7 +884,8 @@ def markdown(rows, pipelines, toy):
         "GFLOPs count every convolution as a direct one; executed GFLOPs count "
         "(m + 2)^2 / 9m^2 of them for the stride-1 3x3 convolutions a row runs as "
         "Winograd F(m x m, 3x3) (keras_sanet.layers.Conv2D on CPUs, exports excepted; "
-        f"m is each layer's winograd_output_size{': ' + shares if shares else ''}), "
+        f"m is each layer's winograd_output_size{': ' + shares if shares else ''}; "
+        "the tile transforms left out, as every layer's element-wise work), "
         "and % peak paired, executed scores those."
     )
     peaks = {}

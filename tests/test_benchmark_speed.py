@@ -172,7 +172,7 @@ def test_executed_flops_take_out_what_winograd_saves(runs_winograd):
     table = speed.markdown([row], [], toy=False)
     assert "| executed GFLOPs/image | % peak paired, executed |" in table
     assert ("| 1.4 | 56.0 |" if runs_winograd else "| 2 | 80.0 |") in table
-    assert ("winograd_output_size: 1/4 for F(4x4, 3x3))" in table) is runs_winograd
+    assert ("winograd_output_size: 1/4 for F(4x4, 3x3);" in table) is runs_winograd
 
 
 def _fake_row(model, images_per_second, train_s, output_stride, **extra):
