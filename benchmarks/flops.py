@@ -216,14 +216,21 @@ def winograd_calls(model, input_shape, training=False):
     return taken
 
 
+def winograd_totals(calls):
+    """`(direct, executed)` FLOPs of `winograd_calls`' list: counted as direct
+    convolutions, and the multiply-adds (x 2) Winograd executes, each call at its
+    own layer's `winograd_output_size` (`winograd_multiply_fraction` of its FLOPs)."""
+    return (sum(flops for _, flops in calls),
+            sum(winograd_multiply_fraction(size) * flops for size, flops in calls))
+
+
 def winograd_flops(model, input_shape, training=False):
     """Of `count_flops`, those of the calls Winograd takes where it is on,
     counted as direct convolutions."""
-    return sum(flops for _, flops in winograd_calls(model, input_shape, training))
+    return winograd_totals(winograd_calls(model, input_shape, training))[0]
 
 
 def winograd_executed_flops(model, input_shape, training=False):
     """The multiply-adds (x 2) those calls execute as Winograd, each at its own
-    layer's `winograd_output_size`: `winograd_multiply_fraction` of its FLOPs."""
-    return sum(winograd_multiply_fraction(size) * flops
-               for size, flops in winograd_calls(model, input_shape, training))
+    layer's `winograd_output_size`."""
+    return winograd_totals(winograd_calls(model, input_shape, training))[1]

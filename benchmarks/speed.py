@@ -455,18 +455,18 @@ def run_job(job):
     if job["count_flops"]:
         from flops import count_flops
         from flops import winograd_calls
-        from flops import winograd_multiply_fraction
+        from flops import winograd_totals
 
         start = time.perf_counter()
         result["flops_per_image"] = count_flops(model, (1, *input_size, 3))
         # The training forward pass can do more (SANet's auxiliary head runs only there).
         result["train_flops_per_image"] = count_flops(model, (1, *input_size, 3), training=True)
         # Of those, the convolutions Winograd takes, and the multiply-adds they
-        # execute at each layer's tile size where a row runs it (`executed_flops`).
+        # execute at each layer's tile size where a row runs it (`executed_flops`);
+        # one trace for both.
         taken = winograd_calls(model, (1, *input_size, 3))
-        result["winograd_flops_per_image"] = sum(flops for _, flops in taken)
-        result["winograd_executed_flops_per_image"] = sum(
-            winograd_multiply_fraction(size) * flops for size, flops in taken)
+        (result["winograd_flops_per_image"],
+         result["winograd_executed_flops_per_image"]) = winograd_totals(taken)
         result["winograd_output_sizes"] = sorted({size for size, _ in taken})
         result["count_flops_s"] = time.perf_counter() - start
         log(f"{name}: {result['flops_per_image'] / 1e9:.4g} GFLOPs per image, training "
@@ -621,11 +621,11 @@ def derive(rows, pipelines):
                     row["flops_per_image"] * row["batch"] / seconds / 1e9 / peak
                     for seconds, peak in zip(row["infer"]["seconds"], beside)
                 )
-            executed = executed_flops(row, winograd_counts.get(row["model"]))
-            if executed is not None and row["winograd"]:
-                row["winograd_output_sizes"] = winograd_counts[row["model"]].get(
-                    "winograd_output_sizes", [])
+            counted = winograd_counts.get(row["model"])
+            executed = executed_flops(row, counted)
             if executed is not None:
+                if row["winograd"]:
+                    row["winograd_output_sizes"] = counted.get("winograd_output_sizes", [])
                 row["executed_flops_per_image"] = executed
                 row["executed_fraction_of_peak"] = (
                     _peak_fraction(row) * executed / row["flops_per_image"])
