@@ -4,6 +4,8 @@ import argparse
 import importlib
 import sys
 
+from keras_sanet import cpu_malloc
+
 # subcommand -> (module, help). Each module has `add_arguments(parser)` and `run(args)`.
 COMMANDS = {
     "train": ("keras_sanet.training.command", "train a SANet from a TOML config (resumes)"),
@@ -36,7 +38,21 @@ def build_parser():
     return parser
 
 
+# Long CPU jobs that start themselves again with glibc's malloc tunables
+# (keras_sanet/cpu_malloc.py: 1.2x faster PyTorch training steps, 1.4x faster JAX
+# inference on the 2-core CPU).
+RESTARTED_WITH_MALLOC_TUNABLES = ("train", "eval", "ablation")
+
+
 def main(argv=None):
+    # Only the program itself restarts (argv None); a call from Python code never does.
+    command = sys.argv[1] if len(sys.argv) > 1 else None
+    if (
+        argv is None
+        and command in RESTARTED_WITH_MALLOC_TUNABLES
+        and cpu_malloc.should_restart()
+    ):
+        cpu_malloc.restart_with_tunables(sys.argv[1:])
     args = build_parser().parse_args(argv)
     module = importlib.import_module(COMMANDS[args.command][0])
     try:
