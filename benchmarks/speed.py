@@ -36,17 +36,22 @@ pair rows of one variant, and each goal names its best variant:
                     VARIANT_SKIPS)
     mixed_bfloat16  models built under the mixed_bfloat16 dtype policy, scored against
                     a bfloat16 matmul peak (the float32 one is recorded too)
+    cpu_malloc      Keras' defaults in children started with glibc's malloc tunables
+                    (keras_sanet/cpu_malloc.py; Linux with glibc only): freed memory is
+                    kept for the next call instead of being faulted in again
 
     python benchmarks/speed.py                                    # tens of minutes of CPU
     python benchmarks/speed.py --backends jax --batch-sizes 1 --models sanet_resnet50_os8
     python benchmarks/speed.py --toy --backends tensorflow        # tiny models: a smoke run
     python benchmarks/speed.py --variants default,jit_compile,mixed_bfloat16
+    python benchmarks/speed.py --variants default,cpu_malloc --batch-sizes 1
     python benchmarks/speed.py --exports                          # + the zoo model exported
 """
 
 import argparse
 import datetime
 import fractions
+import importlib.util
 import json
 import os
 import platform
@@ -65,6 +70,13 @@ sys.path.insert(0, BENCHMARKS_DIR)
 
 from input_pipeline import DEFAULT_ROOT as CAMVID_ROOT  # noqa: E402
 from input_pipeline import measure_pipeline  # noqa: E402
+
+# keras_sanet/cpu_malloc.py read on its own: importing the package would import Keras
+# in this parent, which only plans and starts the children.
+_spec = importlib.util.spec_from_file_location(
+    "cpu_malloc", os.path.join(REPO_ROOT, "keras_sanet", "cpu_malloc.py"))
+cpu_malloc = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(cpu_malloc)
 
 BACKENDS = ("tensorflow", "jax", "torch")
 NUM_CLASSES = 21  # PASCAL VOC, for the ResNet-50 models and the peer alike
@@ -97,6 +109,9 @@ class Variant(NamedTuple):
     dtype_policy: str | None  # set globally before building; None: Keras' default
     jit_compile: bool | str  # given to Model.compile
     description: str
+    # Children started with keras_sanet.cpu_malloc's GLIBC_TUNABLES (read when a
+    # process starts, so set by the parent); False: the environment as it is.
+    malloc_tunables: bool = False
 
 
 VARIANTS = {
@@ -106,6 +121,9 @@ VARIANTS = {
     "mixed_bfloat16": Variant("mixed_bfloat16", "auto", "built under the mixed_bfloat16 "
                               "dtype policy (bfloat16 compute, float32 weights), scored "
                               "against a bfloat16 matmul peak"),
+    "cpu_malloc": Variant(None, "auto", "Keras' defaults in processes started with glibc's "
+                          "malloc tunables (keras_sanet/cpu_malloc.py: freed memory kept "
+                          "for the next step, one arena)", malloc_tunables=True),
 }
 # (variant, backend) -> why it is not run there; the row carries the reason.
 VARIANT_SKIPS = {
@@ -132,6 +150,8 @@ def log(message):
 
 def variant_skip_reason(variant, backend):
     """Why `variant` is not run under `backend`, or None when it is."""
+    if VARIANTS[variant].malloc_tunables and not cpu_malloc.uses_glibc():
+        return "GLIBC_TUNABLES exist on Linux with glibc only"
     return VARIANT_SKIPS.get((variant, backend))
 
 
@@ -399,7 +419,8 @@ def run_job(job):
     name = f"{job['backend']} {job['model']} {job['variant']} batch {job['batch']}"
     if job.get("export"):
         name += f" [{EXPORTS[job['export']][1]}]"
-    result = {"rss_start_mb": _rss_mb(), "keras": keras.__version__}
+    result = {"rss_start_mb": _rss_mb(), "keras": keras.__version__,
+              "glibc_tunables": os.environ.get(cpu_malloc.ENVIRONMENT_VARIABLE)}
     # A variant computing in another dtype is scored against a matmul in that dtype.
     policy = VARIANTS[job["variant"]].dtype_policy
     peak_dtype = keras.dtype_policies.get(policy).compute_dtype if policy else "float32"
@@ -506,11 +527,20 @@ def child_main(job_json, out_path):
 # --------------------------------------------------------------------------
 
 
-def run_child(job, backend, timeout):
-    """Runs `job` in a fresh interpreter under `backend`; returns its result dict."""
-    env = dict(os.environ, KERAS_BACKEND=backend)
+def child_environment(job, backend, environ=None):
+    """The environment a child starts with: `environ` (default `os.environ`) with
+    the backend, this checkout on the path and the job's variant's settings."""
+    env = dict(os.environ if environ is None else environ, KERAS_BACKEND=backend)
+    if job.get("variant") and VARIANTS[job["variant"]].malloc_tunables:
+        env = cpu_malloc.environment(env)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     env["PYTHONPATH"] = REPO_ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def run_child(job, backend, timeout):
+    """Runs `job` in a fresh interpreter under `backend`; returns its result dict."""
+    env = child_environment(job, backend)
     with tempfile.TemporaryDirectory() as folder:
         out_path = os.path.join(folder, "result.json")
         command = [sys.executable, os.path.abspath(__file__), "--child", json.dumps(job),

@@ -250,7 +250,7 @@ def test_an_unknown_variant_is_refused_naming_the_valid_ones(text, capsys):
     assert error.value.code == 2
     message = capsys.readouterr().err
     assert "--variants" in message
-    assert "choose from default, jit_compile, mixed_bfloat16" in message
+    assert "choose from default, jit_compile, mixed_bfloat16, cpu_malloc" in message
 
 
 @pytest.mark.parametrize(
@@ -262,6 +262,7 @@ def test_an_unknown_variant_is_refused_naming_the_valid_ones(text, capsys):
         ("mixed_bfloat16", "jax", None),
         ("mixed_bfloat16", "torch", None),
         ("default", "jax", None),
+        ("cpu_malloc", "torch", None if speed.cpu_malloc.uses_glibc() else "glibc"),
     ],
 )
 def test_variant_skip_reasons(variant, backend, reason_names):
@@ -270,6 +271,21 @@ def test_variant_skip_reasons(variant, backend, reason_names):
         assert reason is None
     else:
         assert reason_names in reason
+
+
+@pytest.mark.parametrize("variant, tunables", [("default", False), ("cpu_malloc", True)])
+def test_a_variants_children_start_with_its_malloc_tunables(variant, tunables):
+    job = {"variant": variant, "model": speed.SANET_OS8}
+    env = speed.child_environment(job, "jax", environ={"PATH": "/usr/bin"})
+    assert env["KERAS_BACKEND"] == "jax"
+    assert env["PATH"] == "/usr/bin"
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == speed.REPO_ROOT
+    assert ("GLIBC_TUNABLES" in env) is tunables
+    if tunables:
+        assert env["GLIBC_TUNABLES"] == speed.cpu_malloc.tunables_value()
+    # A pipeline job has no variant: the environment as it is.
+    assert "GLIBC_TUNABLES" not in speed.child_environment({"kind": "pipeline"}, "tensorflow",
+                                                           environ={})
 
 
 def test_plan_runs_every_variant_in_its_own_jobs_and_keeps_the_skipped_ones():
