@@ -165,18 +165,32 @@ def matmul_key(dtype):
 # --------------------------------------------------------------------------
 
 
+def _minor_page_faults():
+    """This process's minor page faults so far (pages the kernel mapped in and
+    zeroed: what glibc's malloc costs when it hands memory back; None off Unix)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def _time_calls(fn, repeats, warmup):
-    """`(warm-up seconds, [seconds of each timed call])`: `warmup` calls, then `repeats`."""
+    """`(warm-up seconds, [seconds of each timed call], [minor page faults of each
+    timed call])`: `warmup` calls, then `repeats`."""
     start = time.perf_counter()
     for _ in range(warmup):
         fn()
     warmup_seconds = time.perf_counter() - start
-    seconds = []
+    seconds, faults = [], []
     for _ in range(repeats):
+        faults_before = _minor_page_faults()
         start = time.perf_counter()
         fn()
         seconds.append(time.perf_counter() - start)
-    return warmup_seconds, seconds
+        if faults_before is not None:
+            faults.append(_minor_page_faults() - faults_before)
+    return warmup_seconds, seconds, faults
 
 
 def _time_in_turn(infer, train, repeats, warmup, peak):
@@ -184,8 +198,8 @@ def _time_in_turn(infer, train, repeats, warmup, peak):
     matmul's GFLOP/s) measured right before and right after each timed inference.
 
     Returns `(infer timings, train timings or None, [best peak beside each
-    inference])`, each timing a `(warm-up s, [s of each timed call])` pair as
-    `_time_calls` gives. This host's throughput moves between levels for seconds
+    inference])`, each timing a `(warm-up s, [s of each timed call], [minor page
+    faults of each])` triple as `_time_calls` gives. This host's throughput moves between levels for seconds
     at a time (a float32 matmul here swings between ~180 and ~300 GFLOP/s):
     timing all inferences and then all training steps puts the two in different
     moments, and a peak taken once elsewhere can be off by that factor. Taking
@@ -193,15 +207,19 @@ def _time_in_turn(infer, train, repeats, warmup, peak):
     """
     infer_warmup = _time_calls(infer, 0, warmup)[0]
     train_warmup = _time_calls(train, 0, warmup)[0] if train else None
-    infer_seconds, train_seconds, beside = [], [], []
+    infer_seconds, infer_faults, train_seconds, train_faults, beside = [], [], [], [], []
     for _ in range(repeats):
         before = peak()
-        infer_seconds += _time_calls(infer, 1, 0)[1]
+        _, seconds, faults = _time_calls(infer, 1, 0)
+        infer_seconds += seconds
+        infer_faults += faults
         beside.append(max(before, peak()))
         if train:
-            train_seconds += _time_calls(train, 1, 0)[1]
-    trained = (train_warmup, train_seconds) if train else None
-    return (infer_warmup, infer_seconds), trained, beside
+            _, seconds, faults = _time_calls(train, 1, 0)
+            train_seconds += seconds
+            train_faults += faults
+    trained = (train_warmup, train_seconds, train_faults) if train else None
+    return (infer_warmup, infer_seconds, infer_faults), trained, beside
 
 
 def _rss_mb():
@@ -401,13 +419,15 @@ def _exported_predictor(model, export_format, folder, input_size, result):
 
 def _timing(calls, batch):
     """Timing dict of a `_time_calls` result; the warm-up includes tracing and compiling."""
-    warmup_seconds, seconds = calls
+    warmup_seconds, seconds, faults = calls
     median = statistics.median(seconds)
     return {
         "seconds": seconds,
         "median_s": median,
         "images_per_second": batch / median,
         "warmup_s": warmup_seconds,
+        # Pages mapped in and zeroed during each timed call (cpu_malloc: ~0).
+        "minor_page_faults": faults,
     }
 
 

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import keras
+import numpy as np
 import pytest
 
 from tests.helpers import CAMVID_ROOT
@@ -377,8 +378,24 @@ def test_inference_and_training_are_timed_in_turn_with_a_peak_beside_each_infere
     assert events == warmups + turn * 3
     assert len(infer[1]) == 3 and infer[0] >= 0
     assert (trained is not None and len(trained[1]) == 3) == with_training
+    # Minor page faults of each timed call beside its seconds.
+    for timing in (infer, trained) if with_training else (infer,):
+        assert len(timing[2]) == 3 and all(f >= 0 for f in timing[2])
     # Each inference against the better of the matmuls right before and right after it.
     assert beside == [300.0, 200.0, 120.0]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="page faults are read from getrusage")
+def test_timed_calls_count_the_page_faults_of_fresh_memory():
+    kept = []
+
+    def touch_fresh_memory():  # 32 MB, kept: never reused, so every page faults in
+        kept.append(np.ones(8 * 1024 * 1024, "float32"))
+
+    _, seconds, faults = speed._time_calls(touch_fresh_memory, repeats=2, warmup=0)
+    assert len(seconds) == len(faults) == 2
+    # At least one fault per 2 MiB huge page of the 32 MB (16384 in 4 KiB pages).
+    assert min(faults) >= 16
 
 
 def test_train_over_infer_is_the_median_ratio_of_calls_timed_in_turn():
