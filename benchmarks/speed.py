@@ -199,8 +199,9 @@ def _time_in_turn(infer, train, repeats, warmup, peak):
 
     Returns `(infer timings, train timings or None, [best peak beside each
     inference])`, each timing a `(warm-up s, [s of each timed call], [minor page
-    faults of each])` triple as `_time_calls` gives. This host's throughput moves between levels for seconds
-    at a time (a float32 matmul here swings between ~180 and ~300 GFLOP/s):
+    faults of each])` triple as `_time_calls` gives. This host's throughput moves
+    between levels for seconds at a time (a float32 matmul here swings between
+    ~180 and ~300 GFLOP/s):
     timing all inferences and then all training steps puts the two in different
     moments, and a peak taken once elsewhere can be off by that factor. Taking
     them in turn puts every inference next to a training step and to its peak.
