@@ -4,10 +4,10 @@ A training step on a CPU allocates and frees the same large buffers every step
 (activations, tiles, gradients; tens to hundreds of MB each). glibc's malloc
 gives every buffer over its mmap threshold (128 KiB, rising to at most 32 MB)
 its own `mmap` and unmaps it on `free`, and trims its heaps when their top is
-free: the next step's buffers then start as
-fresh pages, which the kernel faults in and zeroes one 4 KiB page at a time.
-PyTorch's CPU training step of SANet-R50 OS8 took ~1.3 million such page faults
-(~1.3 s of a 7.5 s step) and JAX's inference ~180,000 (benchmarks/PROFILE.md
+free: the next step's buffers then start as fresh pages, which the kernel
+faults in and zeroes one 4 KiB page at a time. PyTorch's CPU training step of
+SANet-R50 OS8 took 1.4-1.5 million such page faults (the step: 7.6 s with
+them, 5.7 s without) and JAX's inference ~180,000 (benchmarks/PROFILE.md
 section 17). With the settings below, malloc keeps what it got (no `mmap` per
 buffer, no trimming, one arena shared by all threads, whose heaps would
 otherwise be shrunk), and the steps reuse warm pages.
